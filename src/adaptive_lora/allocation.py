@@ -1,0 +1,221 @@
+"""The `Allocation` value: module -> (rank, alpha), its exact parameter count, summaries,
+JSON round-trip, export to a PEFT `LoraConfig`, and `verify` after PEFT wrapping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .anatomy import ROLES, Anatomy, LinearModule
+from .errors import UserError
+from .io import read_json, write_json
+
+ALPHA_POLICIES = ("proportional", "constant", "rslora")
+
+
+def alphas_for(ranks: dict[str, int], policy: str, lora_alpha: float, lora_r: int) -> dict[str, float]:
+    """proportional: alpha = (lora_alpha / lora_r) * r, the same scaling alpha/r everywhere;
+    constant: alpha = lora_alpha, so scaling alpha/r varies with r (the study's behaviour);
+    rslora: alpha = lora_alpha with PEFT's rank-stabilised scaling alpha/sqrt(r)."""
+    if policy == "proportional":
+        return {name: float(lora_alpha) / lora_r * r for name, r in ranks.items()}
+    if policy in ("constant", "rslora"):
+        return {name: float(lora_alpha) for name in ranks}
+    raise UserError(f"unknown alpha policy {policy!r}; choose one of: {', '.join(ALPHA_POLICIES)}")
+
+
+@dataclass
+class Allocation:
+    anatomy: Anatomy
+    ranks: dict[str, int]  # module name -> rank (>= 1); modules absent here are not adapted
+    alphas: dict[str, float]
+    strategy: str = "custom"
+    params: dict[str, Any] = field(default_factory=dict)
+    alpha_policy: str = "proportional"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    budget: dict[str, Any] = field(default_factory=dict)  # target, budget_rank
+    scores: dict[str, float] | None = None  # importance scores from data-driven strategies
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. zero-rank modules, probe cost
+
+    def __post_init__(self):
+        known = self.anatomy.by_name()
+        for name, rank in self.ranks.items():
+            if name not in known:
+                raise UserError(f"allocation names module {name!r}, which the model does not have")
+            if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+                raise UserError(f"module {name}: rank must be an integer >= 1, got {rank!r}")
+        if set(self.alphas) != set(self.ranks):
+            raise ValueError("alphas and ranks must name the same modules")
+
+    # --- counts and summaries ---
+    @property
+    def modules(self) -> list[LinearModule]:
+        return [m for m in self.anatomy.modules if m.name in self.ranks]
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(self.ranks[m.name] * m.params_per_rank for m in self.modules)
+
+    @property
+    def total_params(self) -> int:
+        return self.anatomy.total_params
+
+    @property
+    def efficiency_pct(self) -> float:
+        return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def scaling(self, name: str) -> float:
+        rank, alpha = self.ranks[name], self.alphas[name]
+        return alpha / math.sqrt(rank) if self.alpha_policy == "rslora" else alpha / rank
+
+    def layer_role_table(self) -> dict[int, dict[str, float]]:
+        """layer -> role -> rank (mean when a layer has several modules of one role)."""
+        cells: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for m in self.modules:
+            cells[m.layer][m.role].append(self.ranks[m.name])
+        return {layer: {role: sum(v) / len(v) for role, v in roles.items()} for layer, roles in sorted(cells.items())}
+
+    def summary(self) -> dict[str, Any]:
+        ranks = list(self.ranks.values())
+        by_role: dict[str, list[int]] = defaultdict(list)
+        by_layer: dict[int, int] = defaultdict(int)
+        for m in self.modules:
+            by_role[m.role].append(self.ranks[m.name])
+            by_layer[m.layer] += self.ranks[m.name] * m.params_per_rank
+        return {
+            "mean_rank": sum(ranks) / len(ranks),
+            "min_rank": min(ranks),
+            "max_rank": max(ranks),
+            "ranks_by_role": {r: sum(by_role[r]) / len(by_role[r]) for r in ROLES if by_role.get(r)},
+            "params_by_layer": [by_layer.get(i, 0) for i in range(self.anatomy.num_layers)],
+        }
+
+    # --- JSON ---
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "params": self.params,
+            "alpha_policy": self.alpha_policy,
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "model_type": self.anatomy.model_type,
+            "num_layers": self.anatomy.num_layers,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "efficiency_pct": self.efficiency_pct,
+            "budget": {"target": None, "budget_rank": None, **self.budget, "achieved": self.trainable_params},
+            "modules": [
+                {"name": m.name, "layer": m.layer, "role": m.role, "in_features": m.in_features,
+                 "out_features": m.out_features, "rank": self.ranks[m.name], "alpha": self.alphas[m.name]}
+                for m in self.modules
+            ],
+            "scores": self.scores,
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, anatomy: Anatomy, alpha_policy: str = "proportional", lora_alpha: float = 16.0, lora_r: int = 8) -> "Allocation":
+        """Load our allocation.json, the study's {"strategy_name", "layer_ranks"} file, or a {module: rank} map."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"allocation file {path} does not exist")
+        try:
+            data = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"allocation file {path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("modules"), list):
+            return cls._from_our_json(data, anatomy, path)
+        from .strategies import get_strategy
+
+        ranks = get_strategy("custom")(anatomy, {"file": str(path)})
+        name = data.get("strategy_name", "custom") if isinstance(data, dict) else "custom"
+        return cls(anatomy, ranks, alphas_for(ranks, alpha_policy, lora_alpha, lora_r), name, {"file": str(path)}, alpha_policy, lora_r, lora_alpha)
+
+    @classmethod
+    def _from_our_json(cls, data: dict[str, Any], anatomy: Anatomy, path: Path) -> "Allocation":
+        try:
+            ranks = {m["name"]: int(m["rank"]) for m in data["modules"]}
+            alphas = {m["name"]: float(m["alpha"]) for m in data["modules"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"allocation file {path}: every entry of 'modules' needs name, rank and alpha ({exc})") from None
+        budget = {k: v for k, v in (data.get("budget") or {}).items() if k in ("target", "budget_rank")}
+        return cls(
+            anatomy, ranks, alphas, data.get("strategy", "custom"), data.get("params") or {},
+            data.get("alpha_policy", "proportional"), int(data.get("lora_r", 8)), float(data.get("lora_alpha", 16.0)),
+            budget, data.get("scores"), data.get("meta") or {},
+        )
+
+    # --- PEFT ---
+    def to_peft_config(self, lora_dropout: float = 0.0, **kwargs: Any):
+        """A LoraConfig whose keys are full, regex-escaped module names.
+
+        PEFT matches pattern keys as `(.*\\.)?(key)$` and takes the first that fits; full escaped
+        names never overlap (`layers.1.` cannot match `layers.11.`), so order and PEFT's re-sorting
+        on save cannot change which rank a module gets.
+        """
+        from peft import LoraConfig
+
+        names = [m.name for m in self.modules]
+        rank_pattern = {re.escape(n): self.ranks[n] for n in names}
+        alpha_pattern = {re.escape(n): self.alphas[n] for n in names}
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            target_modules=names,
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            lora_dropout=lora_dropout,
+            use_rslora=self.alpha_policy == "rslora",
+            bias="none",
+            task_type="CAUSAL_LM",
+            fan_in_fan_out=any(m.conv1d for m in self.modules),  # GPT-2 Conv1D stores W as (in, out)
+            **kwargs,
+        )
+
+
+def verify(peft_model, allocation: Allocation, adapter_name: str = "default") -> None:
+    """Check, after get_peft_model, that every module's LoRA shapes and scaling equal the plan and
+    that the trainable count equals the planned count. Raises RuntimeError on any mismatch."""
+    problems: list[str] = []
+    seen = set()
+    planned = allocation.anatomy.by_name()
+    for name, module in peft_model.named_modules():
+        if not hasattr(module, "lora_A") or adapter_name not in getattr(module, "lora_A", {}):
+            continue
+        key = _strip_peft_prefix(name)
+        seen.add(key)
+        if key not in allocation.ranks:
+            problems.append(f"{key}: adapted but not in the plan")
+            continue
+        m, rank = planned[key], allocation.ranks[key]
+        a, b = module.lora_A[adapter_name].weight, module.lora_B[adapter_name].weight
+        if tuple(a.shape) != (rank, m.in_features) or tuple(b.shape) != (m.out_features, rank):
+            problems.append(f"{key}: lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)}, planned rank {rank} for {m.in_features}->{m.out_features}")
+        scaling = module.scaling[adapter_name]
+        if not math.isclose(scaling, allocation.scaling(key), rel_tol=1e-6):
+            problems.append(f"{key}: scaling {scaling:g}, planned {allocation.scaling(key):g}")
+    missing = sorted(set(allocation.ranks) - seen)
+    if missing:
+        problems.append(f"{len(missing)} planned modules have no adapter, e.g. {missing[0]}")
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    if trainable != allocation.trainable_params:
+        problems.append(f"trainable parameters {trainable:,} != planned {allocation.trainable_params:,}")
+    if problems:
+        raise RuntimeError(f"the PEFT model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5]))
+
+
+def _strip_peft_prefix(name: str) -> str:
+    for prefix in ("base_model.model.", "base_model."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name

@@ -1,0 +1,1 @@
+"""Data-driven rank allocation (importance probes, spectrum, EVA, AdaLoRA, from_run)."""
