@@ -19,7 +19,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_strategies_parser(commands)
     _add_plan_parser(commands)
+    _add_train_parser(commands)
+    _add_run_parser(commands)
+    _add_report_parser(commands)
     # --- data commands (owned by the data module) ---
+    def cmd_data_inspect(args):  # imported on use: the data module pulls in pandas/transformers
+        from .data import cmd_data_inspect as run
+
+        return run(args)
+
+    data = commands.add_parser("data", help="inspect instruction data before training")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data_cmds.required = True
+    inspect = data_cmds.add_parser(
+        "inspect", help="rows kept/dropped, token lengths and the first formatted example of a data source",
+        description="Read a data source (builtin, a .json/.jsonl/.csv/.tsv/.parquet file, a dataset directory or a hub id) "
+        "the way training does, and print what was kept, dropped and why, token-length percentiles and the first example.",
+    )
+    inspect.add_argument("source", metavar="SOURCE", help="builtin, a data file, a dataset directory or a hub id")
+    inspect.add_argument("--model", default="embedded", help="model whose tokenizer is used (default: embedded)")
+    inspect.add_argument("--format", default="auto", choices=["auto", "alpaca", "chat", "seed"], help="prompt format (default: auto)")
+    inspect.add_argument("--sequence-len", type=int, default=256, help="count rows longer than this many tokens (default: 256)")
+    inspect.add_argument("--field-map", nargs="+", action="extend", metavar="FIELD=COLUMN", default=[],
+                         help="read FIELD (instruction, input, output, messages, conversations) from COLUMN")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    inspect.set_defaults(func=cmd_data_inspect)
     # --- end data commands ---
     return parser
 
@@ -98,6 +122,135 @@ def cmd_plan(args) -> int:
         for path, what in ((args.out, "allocation"), (args.peft_config, "PEFT config")):
             if path:
                 print(f"wrote {what} to {path}")
+    return 0
+
+
+def _add_train_parser(commands) -> None:
+    parser = commands.add_parser("train", help="fine-tune one adapter with any allocation")
+    parser.add_argument("config", nargs="?", help="run config YAML (sections model, data, allocation, training, output)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.max_steps=3 data.max_samples=40")
+    parser.add_argument("--model", help="embedded (default), a hub id or a local model directory")
+    parser.add_argument("--data", help="builtin (default), a JSON/JSONL/CSV/Parquet file, a dataset directory or a hub id")
+    parser.add_argument("--strategy", help="allocation strategy (see `adaptive-lora strategies`)")
+    parser.add_argument("--out", help="run directory (default runs/<strategy>-<id>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint (needs training.save_steps)")
+    parser.set_defaults(func=cmd_train)
+
+
+def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """argparse puts a first key=value into `config`; move it back."""
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def cmd_train(args) -> int:
+    from .config import load_run_config
+    from .training import config_id, finished_result, train
+
+    config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
+    flags = {"model.name": args.model, "data.source": args.data, "allocation.strategy": args.strategy,
+             "output.dir": args.out, "output.overwrite": args.overwrite or None, "output.resume": args.resume or None}
+    cfg = load_run_config(config_path, overrides).with_overrides({k: v for k, v in flags.items() if v is not None})
+    if not args.out and not any(o.startswith("output.dir=") for o in overrides) and not (config_path and _yaml_sets_output_dir(config_path)):
+        cfg = cfg.with_overrides({"output.dir": f"runs/{cfg.allocation.strategy}-{config_id(cfg)}"})
+    if finished_result(cfg.output.dir) and not cfg.output.overwrite:
+        print(f"{cfg.output.dir} already holds a finished run; nothing to do (use --overwrite to train it again)")
+        return 0
+    result = train(cfg, progress=_step_printer())
+    _print_result(result, cfg.output.dir)
+    return 0 if result["status"] == "done" else 1
+
+
+def _yaml_sets_output_dir(path: str) -> bool:
+    from .config import load_yaml
+
+    return bool((load_yaml(path).get("output") or {}).get("dir"))
+
+
+def _step_printer():
+    from .progress import RunProgress
+
+    return RunProgress.standalone()
+
+
+def _print_result(result: dict, run_dir: str) -> None:
+    status = result["status"]
+    if status == "done":
+        print(f"done: eval loss {result['eval_loss']:.4f} (base {result['base_eval_loss']:.4f}, "
+              f"improvement {result['improvement']:+.4f}), {result['trainable_params']:,} trainable parameters, "
+              f"{result['train_time_s']:.1f}s, {result['tokens_per_s']:.0f} tokens/s")
+    elif status == "diverged":
+        print(f"diverged at step {result['diverged_step']} (last finite loss {result['last_finite_loss']}): {result['error']}")
+    else:
+        print(f"{status}: {result['error']}")
+    print(f"run directory: {run_dir}")
+
+
+def _add_run_parser(commands) -> None:
+    parser = commands.add_parser("run", help="run a suite (strategies x budgets x seeds) and write its report")
+    parser.add_argument("suite", nargs="?", help="built-in suite name (default seed-study) or a suite YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.max_steps=2 seeds=[0,1,2]")
+    parser.add_argument("--out", help="sweep directory (default sweeps/<suite name>)")
+    parser.add_argument("--executor", default="local", help="local (default, one process), processes, or ray")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for --executor processes")
+    parser.add_argument("--ray-address", help="Ray cluster address (e.g. auto); default starts a local Ray")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray resources per run")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray resources per run")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun diverged, oom and error runs")
+    parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    parser.add_argument("--list", action="store_true", help="list the runs the suite expands to, and exit")
+    parser.set_defaults(func=cmd_run)
+
+
+def _add_report_parser(commands) -> None:
+    parser = commands.add_parser("report", help="(re)write CSV, Markdown and HTML reports for a sweep directory")
+    parser.add_argument("sweep_dir", help="a directory written by `adaptive-lora run`")
+    parser.set_defaults(func=cmd_report)
+
+
+def cmd_run(args) -> int:
+    from .suite import load_suite
+    from .sweep import SweepOptions, plan_work, run_sweep
+
+    suite_name, overrides = args.suite, list(args.overrides)
+    if suite_name and "=" in suite_name and not suite_name.endswith((".yaml", ".yml")):
+        suite_name, overrides = None, [suite_name, *overrides]
+    suite = load_suite(suite_name, overrides)
+    out = args.out or f"sweeps/{suite.name}"
+    if args.list:
+        todo, skipped = plan_work(suite, __import__("pathlib").Path(out), args.retry_failed)
+        for spec in suite.runs:
+            state = "to run" if spec in todo else "skip"
+            print(f"{spec.run_id}  {spec.label} [{spec.budget.label}] seed {spec.seed}  ({state})")
+        return 0
+    print(f"suite {suite.name}: {len(suite.runs)} runs -> {out}")
+    options = SweepOptions(args.executor, args.workers, args.ray_address, args.cpus_per_run, args.gpus_per_run, args.retry_failed, args.quiet)
+    summary = run_sweep(suite, out, options)
+    if summary["interrupted"]:
+        return 130
+    counts = {}
+    for status in summary["statuses"].values():
+        counts[status] = counts.get(status, 0) + 1
+    print("runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    report = summary.get("report") or {}
+    if report:
+        print(f"report: {report.get('report_html')} and {report.get('report_md')}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+
+    if not Path(args.sweep_dir).is_dir():
+        raise UserError(f"sweep directory {args.sweep_dir} does not exist; give the --out directory of `adaptive-lora run`")
+    report = write_report(args.sweep_dir)
+    print(f"{report['n_runs']} runs; wrote {report['report_md']} and {report['report_html']}")
+    for skipped in report.get("skipped", []):
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
     return 0
 
 

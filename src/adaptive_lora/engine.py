@@ -1,0 +1,164 @@
+"""The training engine: a transformers `Trainer` with our loss, finiteness checks and metrics.
+
+Using `Trainer` keeps accelerate, DDP/FSDP, checkpoint/resume and `report_to` from the ecosystem.
+We change three things:
+- the loss projects to the vocabulary only at supervised positions (`loss.supervised_loss_sum`);
+- every step checks that the loss and the gradients are finite, and stops with `Diverged` on the
+  first non-finite value, *before* the optimizer can write NaN into the weights;
+- metrics go to `metrics.jsonl` ourselves (`logging_nan_inf_filter` would hide NaN in HF's logs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .loss import evaluate_loss, supervised_loss_sum
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, what: str, last_finite_loss: float | None):
+        self.step, self.what, self.last_finite_loss = step, what, last_finite_loss
+        super().__init__(f"non-finite {what} at step {step}")
+
+
+@dataclass
+class StepStats:
+    """Counters shared by the trainer and its callbacks."""
+
+    tokens: int = 0
+    supervised_tokens: int = 0
+    last_finite_loss: float | None = None
+    peak_rss: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AdapterTrainer(Trainer):
+    """Trainer whose loss is a token-weighted mean over response tokens of the whole accumulated batch."""
+
+    def __init__(self, *args, stats: StepStats, check_loss: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stats = stats
+        self.check_loss = check_loss
+        # Let Trainer count supervised tokens across gradient accumulation (num_items_in_batch),
+        # so accumulated steps weight every response token equally.
+        self.model_accepts_loss_kwargs = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss_sum, count = supervised_loss_sum(model, inputs)
+        if num_items_in_batch is not None:
+            self.loss_is_scaled_for_ga = True
+            loss = loss_sum / num_items_in_batch
+        else:
+            self.loss_is_scaled_for_ga = False
+            loss = loss_sum / count.clamp(min=1)
+        if self.check_loss:
+            value = float(loss_sum.detach()) / max(int(count), 1)
+            if not math.isfinite(value):
+                raise Diverged(self.state.global_step + 1, "loss", self.stats.last_finite_loss)
+            self.stats.last_finite_loss = value
+        self.stats.tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
+        self.stats.supervised_tokens += int(count)
+        return (loss, None) if return_outputs else loss
+
+
+class GuardCallback(TrainerCallback):
+    """Stops on non-finite gradients before the optimizer step (clipping turns inf into NaN)."""
+
+    def __init__(self, stats: StepStats, check_grads: bool = True):
+        self.stats, self.check_grads = stats, check_grads
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.check_grads or model is None:
+            return
+        for param in model.parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                raise Diverged(state.global_step + 1, "gradient", self.stats.last_finite_loss)
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes metrics.jsonl (and optional periodic eval) and feeds a progress sink."""
+
+    def __init__(self, stats: StepStats, path: Path, evaluate: Callable[[], dict] | None, eval_steps: int | None,
+                 progress: Callable[[int, int, float | None], None] | None, log: Callable[[str], None]):
+        self.stats, self.path, self.evaluate, self.eval_steps = stats, path, evaluate, eval_steps
+        self.progress, self.log = progress, log
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+        self.stats.history.append(record)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens,
+                  "train_loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+        self._write(record)
+        self.log(f"step {state.global_step}/{state.max_steps} loss {logs.get('loss'):.4f} lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm') or float('nan'):.3f}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stats.peak_rss = max(self.stats.peak_rss, _rss())
+        if self.progress:
+            self.progress(state.global_step, state.max_steps, self.stats.last_finite_loss)
+        if self.evaluate and self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
+            metrics = self.evaluate()
+            self._write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens, "eval_loss": metrics["loss"]})
+            self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def training_arguments(cfg, output_dir: Path, precision: str, device: str, has_checkpoints: bool) -> TrainingArguments:
+    t = cfg.training
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if has_checkpoints else "no",
+        save_steps=t.save_steps or 500,
+        report_to=[] if t.report_to in ("none", "", None) else [t.report_to],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        eval_strategy="no",
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
+        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
+    )
+
+
+def timed_eval(model, loader, device, autocast_dtype) -> Callable[[], dict]:
+    def run() -> dict:
+        start = time.perf_counter()
+        metrics = evaluate_loss(model, loader, device, autocast_dtype)
+        metrics["seconds"] = time.perf_counter() - start
+        return metrics
+
+    return run

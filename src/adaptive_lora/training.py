@@ -1,0 +1,326 @@
+"""`train()`: one fine-tuning run with any allocation, into a complete run directory.
+
+    base = prepare_base(config)          # model, tokenizer, tokenised data: shareable across runs
+    result = train(config, base=base)    # plan -> PEFT -> Trainer -> eval -> adapter/ + result.json
+
+A run that goes wrong says so: `result["status"]` is `done`, `diverged` (with the step and the
+last finite loss), `oom`, `error` or `interrupted`, and no number in result.json is NaN.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .allocation import Allocation, verify
+from .anatomy import inspect_model
+from .config import RunConfig, dump_yaml, load_run_config
+from .environment import autocast_dtype, environment, load_dtype, resolve_device, resolve_precision
+from .errors import UserError
+from .io import read_json, write_json
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, "float | None"], None]
+
+
+@dataclass
+class BaseContext:
+    """What runs on the same model and data share: loaded once per sweep, copied per run."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    tokenizer: Any
+    data: Any  # adaptive_lora.data.PreparedData
+    device: str
+    precision: str
+    anatomy: Any = None
+    _base_eval: dict | None = field(default=None, repr=False)
+
+    def base_eval(self) -> dict:
+        """Eval loss of the untrained base on the eval split (computed once)."""
+        if self._base_eval is None:
+            from .loss import evaluate_loss
+
+            self._base_eval = evaluate_loss(self.model, self.eval_loader(), self.device, autocast_dtype(self.precision))
+        return self._base_eval
+
+    def eval_loader(self):
+        from torch.utils.data import DataLoader
+
+        from .data import Collator
+
+        return DataLoader(self.data.eval, batch_size=self.config.training.micro_batch_size, shuffle=False, collate_fn=Collator(self.tokenizer))
+
+    def compatible_with(self, config: RunConfig) -> bool:
+        a, b = self.config, config
+        return (a.model, a.data, a.training.sequence_len, a.training.micro_batch_size) == (b.model, b.data, b.training.sequence_len, b.training.micro_batch_size)
+
+
+def prepare_base(config: RunConfig) -> BaseContext:
+    from .data import prepare_data
+    from .models import load_model, load_tokenizer
+
+    device = resolve_device(config.model.device)
+    precision = resolve_precision(config.model.precision, device)
+    tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code)
+    data = prepare_data(config.data, tokenizer, config.training.sequence_len)
+    model = load_model(config.model.name, load_dtype(precision), device, config.model.trust_remote_code)
+    model.requires_grad_(False)
+    model.eval()
+    return BaseContext(config, model, tokenizer, data, device, precision, inspect_model(model))
+
+
+def finished_result(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / "result.json"
+    try:
+        result = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("status") == "done" else None
+
+
+def train(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    overrides: list[str] | None = None,
+    base: BaseContext | None = None,
+    allocation: Allocation | None = None,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+    labels: dict[str, Any] | None = None,
+) -> dict:
+    """Train one adapter and return the result dict that is also written to result.json.
+
+    A finished run directory is never overwritten: its result is returned as it is, unless
+    `output.overwrite` is set.
+    """
+    cfg = _as_config(config, overrides)
+    run_dir = Path(cfg.output.dir)
+    done = finished_result(run_dir)
+    if done and not cfg.output.overwrite:
+        log.info("%s already holds a finished run; returning its result", run_dir)
+        return done
+    _clear_run_dir(run_dir, keep_checkpoints=cfg.output.resume)
+    run = _Run(cfg, run_dir, run_id or config_id(cfg), labels or {})
+    return run.execute(base, allocation, progress)
+
+
+def config_id(cfg: RunConfig) -> str:
+    """Stable id of what determines a run's outcome (the output section is excluded)."""
+    import hashlib
+    import json
+
+    data = cfg.to_dict()
+    data.pop("output", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _as_config(config, overrides) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config.with_overrides(overrides or [])
+    if isinstance(config, dict):
+        return RunConfig.from_dict(config).with_overrides(overrides or [])
+    return load_run_config(config, overrides)
+
+
+def _clear_run_dir(run_dir: Path, keep_checkpoints: bool) -> None:
+    if not run_dir.exists():
+        return
+    for child in run_dir.iterdir():
+        if keep_checkpoints and child.name == "checkpoints":
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+class _Run:
+    """One run's lifecycle. Kept as a class so each phase is a short method."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str, labels: dict[str, Any]):
+        self.cfg, self.dir, self.run_id, self.labels = cfg, run_dir, run_id, labels
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "train.log"
+        self.result: dict[str, Any] = {"run_id": run_id, "status": "running", "error": None, "diverged_step": None, "last_finite_loss": None}
+
+    def log(self, message: str) -> None:
+        log.info(message)
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+    def execute(self, base: BaseContext | None, allocation: Allocation | None, progress: Progress | None) -> dict:
+        from .engine import Diverged
+
+        started = time.perf_counter()
+        try:
+            if base is None or not base.compatible_with(self.cfg):
+                self.log(f"loading model {self.cfg.model.name} and data {self.cfg.data.source}")
+                base = prepare_base(self.cfg)
+            self._record_setup(base, allocation)
+            self._train(base, progress)
+            self.result["status"] = "done"
+        except Diverged as exc:
+            self.result.update(status="diverged", error=str(exc), diverged_step=exc.step, last_finite_loss=exc.last_finite_loss)
+        except torch.OutOfMemoryError as exc:
+            self.result.update(status="oom", error=_one_line(exc))
+        except KeyboardInterrupt:
+            self.result.update(status="interrupted", error="interrupted by the user (Ctrl-C or a kill)")
+            self._finish(started)
+            raise
+        except UserError as exc:
+            self.result.update(status="error", error=str(exc))
+            self._finish(started)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure becomes status "error" with one line
+            log.debug("run %s failed", self.run_id, exc_info=True)
+            self.result.update(status="error", error=_one_line(exc))
+        self._finish(started)
+        return self.result
+
+    # --- phases ---
+    def _record_setup(self, base: BaseContext, allocation: Allocation | None) -> None:
+        from .planning import plan_from_config
+
+        dump_yaml(self.cfg, self.dir / "config.yaml")
+        write_json(self.dir / "data_report.json", base.data.report.to_dict())
+        self.base = base
+        self.allocation = allocation or plan_from_config(base.model, self.cfg.allocation, data=base.data, seed=self.cfg.training.seed, tokenizer=base.tokenizer)
+        self.allocation.save(self.dir / "allocation.json")
+        self.log(f"{self.allocation.strategy}: {self.allocation.trainable_params:,} trainable parameters ({self.allocation.efficiency_pct:.3f}% of base)")
+
+    def _train(self, base: BaseContext, progress: Progress | None) -> None:
+        from peft import get_peft_model
+        from torch.utils.data import DataLoader
+
+        from .data import Collator
+        from .engine import AdapterTrainer, GuardCallback, MetricsCallback, StepStats, timed_eval, training_arguments
+        from transformers import PrinterCallback, set_seed
+
+        base_metrics = base.base_eval()
+        self.result.update(base_eval_loss=base_metrics["loss"], base_perplexity=base_metrics["perplexity"])
+        self.log(f"base eval loss {base_metrics['loss']:.4f} on {base_metrics['tokens']} response tokens")
+        set_seed(self.cfg.training.seed)
+        model = copy.deepcopy(base.model)
+        peft_model = get_peft_model(model, self.allocation.to_peft_config(lora_dropout=self.cfg.allocation.lora_dropout))
+        verify(peft_model, self.allocation)
+        if self.cfg.training.gradient_checkpointing:
+            peft_model.enable_input_require_grads()
+        stats = StepStats()
+        eval_loader = base.eval_loader()
+        evaluate = timed_eval(peft_model, eval_loader, base.device, autocast_dtype(base.precision))
+        has_checkpoints = bool(self.cfg.training.save_steps)
+        trainer = AdapterTrainer(
+            model=peft_model,
+            args=training_arguments(self.cfg, self.dir / "checkpoints", base.precision, base.device, has_checkpoints),
+            train_dataset=base.data.train,
+            data_collator=Collator(base.tokenizer),
+            callbacks=[
+                GuardCallback(stats, check_grads=base.precision != "fp16"),  # fp16's loss scaler skips inf steps itself
+                MetricsCallback(stats, self.dir / "metrics.jsonl", evaluate, self.cfg.training.eval_steps, progress, self.log),
+            ],
+            stats=stats,
+        )
+        trainer.remove_callback(PrinterCallback)  # our MetricsCallback logs; HF's printer would dump dicts to stdout
+        self.stats, self.peft_model = stats, peft_model
+        if base.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            trainer.train(resume_from_checkpoint=self._checkpoint_to_resume())
+        finally:
+            self.train_seconds = time.perf_counter() - start
+            self.steps = trainer.state.global_step
+        final = evaluate()
+        if not math.isfinite(final["loss"]):
+            from .engine import Diverged
+
+            raise Diverged(self.steps, "eval loss", stats.last_finite_loss)
+        self.result.update(eval_loss=final["loss"], perplexity=final["perplexity"])
+        self.log(f"eval loss {final['loss']:.4f} (base {base_metrics['loss']:.4f}) after {self.steps} steps in {self.train_seconds:.1f}s")
+        if self.cfg.output.save_adapter:
+            self._save_adapter(peft_model)
+        shutil.rmtree(self.dir / "checkpoints", ignore_errors=True)  # the adapter is the product
+
+    def _checkpoint_to_resume(self) -> str | None:
+        if not self.cfg.output.resume:
+            return None
+        checkpoints = sorted((self.dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+        return str(complete[-1]) if complete else None
+
+    def _save_adapter(self, peft_model) -> None:
+        tmp = self.dir / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        peft_model.save_pretrained(tmp)
+        shutil.rmtree(self.dir / "adapter", ignore_errors=True)
+        tmp.rename(self.dir / "adapter")
+
+    def _finish(self, started: float) -> None:
+        self.result.update(self._summary(started))
+        write_json(self.dir / "result.json", self.result)
+        self.log(f"status {self.result['status']}" + (f": {self.result['error']}" if self.result.get("error") else ""))
+
+    def _summary(self, started: float) -> dict[str, Any]:
+        cfg, alloc, stats = self.cfg, getattr(self, "allocation", None), getattr(self, "stats", None)
+        seconds = getattr(self, "train_seconds", None)
+        base_loss, loss = self.result.get("base_eval_loss"), self.result.get("eval_loss")
+        summary = {
+            "strategy": cfg.allocation.strategy,
+            "label": self.labels.get("label", cfg.allocation.strategy),
+            "budget_label": self.labels.get("budget_label", "own"),
+            "strategy_params": alloc.params if alloc else cfg.allocation.params,
+            "budget": {"target": alloc.budget.get("target") if alloc else None, "budget_rank": cfg.allocation.budget_rank,
+                       "achieved": alloc.trainable_params if alloc else None},
+            "seed": cfg.training.seed,
+            "model": cfg.model.name,
+            "eval_loss": loss, "perplexity": self.result.get("perplexity"),
+            "improvement": base_loss - loss if base_loss is not None and loss is not None else None,
+            "improvement_pct": 100 * (base_loss - loss) / base_loss if base_loss and loss is not None else None,
+            "final_train_loss": _final_train_loss(stats),
+            "trainable_params": alloc.trainable_params if alloc else None,
+            "total_params": alloc.total_params if alloc else None,
+            "efficiency_pct": alloc.efficiency_pct if alloc else None,
+            "allocation_summary": {k: v for k, v in alloc.summary().items() if k != "params_by_layer"} if alloc else None,
+            "steps": getattr(self, "steps", 0),
+            "train_time_s": seconds,
+            "probe_time_s": (alloc.meta.get("probe_time_s") or 0.0) if alloc else 0.0,
+            "wall_time_s": time.perf_counter() - started,
+            "tokens_per_s": stats.tokens / seconds if stats and seconds else None,
+            "supervised_tokens_per_s": stats.supervised_tokens / seconds if stats and seconds else None,
+            "peak_memory_mb": self._peak_memory_mb(stats),
+            "data": self._data_summary(),
+            "environment": environment(self.base.device if hasattr(self, "base") else "cpu"),
+            "config": cfg.to_dict(),
+        }
+        if summary["train_time_s"] is not None:
+            summary["train_time_s"] += summary["probe_time_s"]
+        return summary
+
+    def _peak_memory_mb(self, stats) -> float | None:
+        if hasattr(self, "base") and self.base.device.startswith("cuda"):
+            return torch.cuda.max_memory_allocated() / 2**20
+        return stats.peak_rss / 2**20 if stats and stats.peak_rss else None
+
+    def _data_summary(self) -> dict[str, Any]:
+        if not hasattr(self, "base"):
+            return {"source": self.cfg.data.source}
+        report = self.base.data.report
+        return {"source": report.source, "hash": report.content_hash, "n_train": report.n_train, "n_eval": report.n_eval}
+
+
+def _final_train_loss(stats) -> float | None:
+    if not stats:
+        return None
+    losses = [h["train_loss"] for h in stats.history if h.get("train_loss") is not None]
+    return losses[-1] if losses else stats.last_finite_loss
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
