@@ -43,10 +43,11 @@ class StepStats:
 class AdapterTrainer(Trainer):
     """Trainer whose loss is a token-weighted mean over response tokens of the whole accumulated batch."""
 
-    def __init__(self, *args, stats: StepStats, check_loss: bool = True, **kwargs):
+    def __init__(self, *args, stats: StepStats, check_loss: bool = True, extra_loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.stats = stats
         self.check_loss = check_loss
+        self.extra_loss = extra_loss  # e.g. AdaLoRA's orthogonality penalty: trained on, never reported as eval loss
         # Let Trainer count supervised tokens across gradient accumulation (num_items_in_batch),
         # so accumulated steps weight every response token equally.
         self.model_accepts_loss_kwargs = True
@@ -59,6 +60,8 @@ class AdapterTrainer(Trainer):
         else:
             self.loss_is_scaled_for_ga = False
             loss = loss_sum / count.clamp(min=1)
+        if self.extra_loss is not None:
+            loss = loss + self.extra_loss(model) / max(self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1, 1)
         if self.check_loss:
             value = float(loss_sum.detach()) / max(int(count), 1)
             if not math.isfinite(value):
@@ -144,7 +147,7 @@ def training_arguments(cfg, output_dir: Path, precision: str, device: str, has_c
         report_to=[] if t.report_to in ("none", "", None) else [t.report_to],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         disable_tqdm=True,
         remove_unused_columns=False,
         eval_strategy="no",

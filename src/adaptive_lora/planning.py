@@ -14,7 +14,7 @@ from .anatomy import Anatomy, inspect_model
 from .budget import budget_for_rank, count_params, match_budget
 from .config import AllocationConfig
 from .errors import UserError
-from .strategies import get_strategy
+from .strategies import StrategyOutput, get_strategy
 
 
 def anatomy_of(model: str | nn.Module | Anatomy, target_modules: list[str] | None = None, trust_remote_code: bool = False) -> Anatomy:
@@ -62,9 +62,10 @@ def plan(
     anatomy = anatomy_of(model, target_modules, trust_remote_code)
     chosen = get_strategy(strategy)
     resolved = chosen.resolve(params, rank)
-    ranks = chosen.fn(anatomy, **resolved, **_context_for(chosen, context, model))
-    scores = ranks.pop("__scores__", None) if isinstance(ranks, dict) else None
-    meta = ranks.pop("__meta__", {}) if isinstance(ranks, dict) else {}
+    output = chosen.fn(anatomy, **resolved, **_context_for(chosen, context, model))
+    if not isinstance(output, StrategyOutput):
+        output = StrategyOutput(output)
+    ranks, scores, meta = dict(output.ranks), output.scores, dict(output.meta)
     zero = sorted(name for name, r in ranks.items() if r == 0)
     bad = [(name, r) for name, r in ranks.items() if r < 0 or (r == 0 and not chosen.needs)]
     if bad:
@@ -72,9 +73,12 @@ def plan(
     ranks = {name: r for name, r in ranks.items() if r > 0}
     if zero:
         meta["zero_rank_modules"] = zero
-    target = budget if budget is not None else (budget_for_rank(anatomy, budget_rank) if budget_rank is not None else None)
     if budget_rank is not None and budget_rank < 1:
         raise UserError(f"budget rank must be >= 1, got {budget_rank}")
+    target = budget if budget is not None else (budget_for_rank(anatomy, budget_rank) if budget_rank is not None else None)
+    if target is None and chosen.needs:
+        # Data-driven strategies give a shape, not ranks: by default they get uniform lora_r's budget.
+        target = budget_for_rank(anatomy, lora_r or rank or 8)
     if target is not None:
         ranks = match_budget(anatomy, ranks, target, min_rank, max_rank)
     base_rank = lora_r or rank or resolved.get(chosen.rank_param or "rank") or 8

@@ -9,6 +9,7 @@ strategies that need a model and data live in `adaptive_lora.importance`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,15 @@ from .anatomy import Anatomy
 from .errors import UserError
 
 Ranks = dict[str, int]
+
+
+@dataclass
+class StrategyOutput:
+    """What a data-driven strategy returns: a rank shape plus what it measured."""
+
+    ranks: dict[str, float]  # shape (rescaled to the budget by `plan`); 0 = not adapted
+    scores: dict[str, float] | None = None  # per-module importance, saved with the allocation
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. probe_time_s, probe_batches, method details
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,11 @@ def _convert(param: Param, value: Any, strategy: str) -> Any:
             return int(float(value))
         if param.type is bool and isinstance(value, str):
             return value.lower() in ("1", "true", "yes")
-        return param.type(value)
-    except (TypeError, ValueError):
+        converted = param.type(value)
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ValueError
+        return converted
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"strategy {strategy!r}: {param.name} must be {param.type.__name__}, got {value!r}") from None
 
 
@@ -113,13 +126,17 @@ def uniform(anatomy: Anatomy, *, rank: int) -> Ranks:
 
 def linear_decay(anatomy: Anatomy, *, start: int, end: int, min_rank: int) -> Ranks:
     """rank_i = max(min_rank, int(start - (start - end) * i / (L - 1))): the study's 16 -> 4."""
-    per_layer = [max(min_rank, int(start - (start - end) * _depth(i, anatomy.num_layers))) for i in range(anatomy.num_layers)]
+    # Evaluated exactly as the study wrote it, (start - end) * i / (L - 1): the product first, then one
+    # division. (start - end) * (i / (L - 1)) rounds differently and int() then truncates e.g. 12 to 11.
+    last = max(1, anatomy.num_layers - 1)
+    per_layer = [max(min_rank, int(start - (start - end) * i / last)) for i in range(anatomy.num_layers)]
     return {m.name: per_layer[m.layer] for m in anatomy.modules}
 
 
 def linear_increase(anatomy: Anatomy, *, start: int, end: int, min_rank: int) -> Ranks:
     """The mirror of linear_decay: rank grows from `start` at layer 0 to `end` at the last layer."""
-    per_layer = [max(min_rank, int(start + (end - start) * _depth(i, anatomy.num_layers))) for i in range(anatomy.num_layers)]
+    last = max(1, anatomy.num_layers - 1)
+    per_layer = [max(min_rank, int(start + (end - start) * i / last)) for i in range(anatomy.num_layers)]
     return {m.name: per_layer[m.layer] for m in anatomy.modules}
 
 
@@ -174,12 +191,24 @@ def _ranks_from_layer_list(anatomy: Anatomy, layer_ranks: Any, source: str) -> R
 def _ranks_from_module_map(anatomy: Anatomy, module_ranks: Any, default: int | None, base: Ranks) -> Ranks:
     if not isinstance(module_ranks, dict):
         raise UserError("module_ranks must be a mapping {module name or regex: rank}")
+    checked = {}
+    for pattern, rank in module_ranks.items():
+        if isinstance(rank, float) and rank.is_integer():
+            rank = int(rank)
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            raise UserError(f"module_ranks[{pattern!r}]: rank must be an integer, got {rank!r}")
+        checked[pattern] = rank
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise UserError(f"module_ranks key {pattern!r} is neither a module name nor a valid regex ({exc})") from None
+    module_ranks = checked
     ranks: Ranks = {}
     used = set()
     for m in anatomy.modules:
         for pattern, rank in module_ranks.items():
             if pattern == m.name or m.name.endswith("." + pattern) or re.fullmatch(pattern, m.name):
-                ranks[m.name] = int(rank)
+                ranks[m.name] = rank
                 used.add(pattern)
                 break
         else:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from .allocation import Allocation, verify
+from .allocation import Allocation
 from .anatomy import inspect_model
 from .config import RunConfig, dump_yaml, load_run_config
 from .environment import autocast_dtype, environment, load_dtype, resolve_device, resolve_precision
@@ -195,9 +195,7 @@ class _Run:
         self.log(f"{self.allocation.strategy}: {self.allocation.trainable_params:,} trainable parameters ({self.allocation.efficiency_pct:.3f}% of base)")
 
     def _train(self, base: BaseContext, progress: Progress | None) -> None:
-        from peft import get_peft_model
-        from torch.utils.data import DataLoader
-
+        from .adapters import attach_adapters
         from .data import Collator
         from .engine import AdapterTrainer, GuardCallback, MetricsCallback, StepStats, timed_eval, training_arguments
         from transformers import PrinterCallback, set_seed
@@ -207,8 +205,8 @@ class _Run:
         self.log(f"base eval loss {base_metrics['loss']:.4f} on {base_metrics['tokens']} response tokens")
         set_seed(self.cfg.training.seed)
         model = copy.deepcopy(base.model)
-        peft_model = get_peft_model(model, self.allocation.to_peft_config(lora_dropout=self.cfg.allocation.lora_dropout))
-        verify(peft_model, self.allocation)
+        attached = attach_adapters(model, self.allocation, self.cfg.allocation.lora_dropout, {"base": base, "config": self.cfg})
+        peft_model = attached.model
         if self.cfg.training.gradient_checkpointing:
             peft_model.enable_input_require_grads()
         stats = StepStats()
@@ -223,8 +221,10 @@ class _Run:
             callbacks=[
                 GuardCallback(stats, check_grads=base.precision != "fp16"),  # fp16's loss scaler skips inf steps itself
                 MetricsCallback(stats, self.dir / "metrics.jsonl", evaluate, self.cfg.training.eval_steps, progress, self.log),
+                *attached.callbacks,
             ],
             stats=stats,
+            extra_loss=attached.extra_loss,
         )
         trainer.remove_callback(PrinterCallback)  # our MetricsCallback logs; HF's printer would dump dicts to stdout
         self.stats, self.peft_model = stats, peft_model
@@ -237,6 +237,9 @@ class _Run:
             self.train_seconds = time.perf_counter() - start
             self.steps = trainer.state.global_step
         final = evaluate()
+        if attached.finalize is not None:
+            self.allocation = attached.finalize(peft_model, self.allocation)
+            self.allocation.save(self.dir / "allocation.json")
         if not math.isfinite(final["loss"]):
             from .engine import Diverged
 

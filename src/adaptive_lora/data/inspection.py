@@ -105,8 +105,9 @@ def summary_lines(summary: dict) -> list[str]:
         f"rows: {summary['rows_read']} read, {summary['rows_kept']} kept, {dropped} dropped",
     ]
     for reason, count in summary["dropped"].items():
-        rows = ", ".join(map(str, summary["first_bad_rows"].get(reason, [])))
-        lines.append(f"  {reason}: {count} ({_unit(summary)}s {rows}{', ...' if count > 5 else ''})")
+        first = summary["first_bad_rows"].get(reason, [])
+        more = ", ..." if count > len(first) else ""
+        lines.append(f"  {reason}: {count} ({_unit(summary)}s {', '.join(map(str, first))}{more})")
     lines.append(f"with input: {100 * summary['with_input_share']:.1f}% of kept rows")
     lines.append(f"prompt format: {summary['prompt_format']} (model {summary.get('model', '?')})")
     lines.append(f"{'tokens':<10}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}{'mean':>8}")

@@ -10,11 +10,16 @@ no traceback from json/pandas/pyarrow/datasets reaches the user.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import io
 import json
+import logging
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 from ..errors import UserError
 from .report import BadRow
@@ -111,12 +116,7 @@ def read_jsonl(path: Path) -> RawData:
 
 def read_json(path: Path) -> RawData:
     """A JSON array of objects (row n = array index + 1). A file of JSON lines is read as JSONL."""
-    data = _read_bytes(path)
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        text = data[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not valid UTF-8 (bad byte at offset {exc.start + bom}): re-save it as UTF-8") from None
+    text = _decode_whole(path)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -129,17 +129,25 @@ def read_json(path: Path) -> RawData:
     return RawData(list(enumerate(value, 1)), "json", str(path))
 
 
+def _decode_whole(path: Path) -> str:
+    data = _read_bytes(path)
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not valid UTF-8 (bad byte at offset {exc.start + bom}): re-save it as UTF-8") from None
+
+
 def read_csv(path: Path) -> RawData:
     import pandas as pd
 
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    text = _decode_whole(path)  # ourselves: pandas reports a chunk-relative byte offset
     try:
         # dtype=str and no NA parsing: an empty cell is "", and "NA" stays the text "NA".
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return RawData([], "csv", str(path))
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not valid UTF-8 (bad byte at offset {exc.start}): re-save it as UTF-8") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise UserError(f"could not read CSV file {path}: {_first_line(exc)}") from None
     return RawData(list(enumerate(frame.to_dict("records"), 1)), "csv", str(path))
@@ -207,13 +215,53 @@ def read_hub(name: str) -> RawData:
     import datasets
 
     try:
-        loaded = datasets.load_dataset(name, split="train")
+        with _quiet_hub(), _offline_if_unreachable():
+            loaded = datasets.load_dataset(name, split="train")
     except Exception as exc:  # noqa: BLE001 - offline, not found, gated, bad builder...
         raise UserError(
             f"could not load dataset {name!r} from the Hugging Face hub ({type(exc).__name__}: {_first_line(exc)[:160]}); "
             f"if this machine is offline, download it elsewhere and pass a local file, e.g. data.source=/path/to/{name.split('/')[-1]}.json"
         ) from None
     return RawData(list(enumerate(loaded.to_list(), 1)), "hub", name)
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """Hide huggingface_hub's per-retry warnings: the user gets our one-line error instead."""
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "datasets", "fsspec")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _offline_if_unreachable():
+    """When the hub's host does not even resolve (no network), switch the hub libraries to offline
+    mode for this call: a cached copy still loads, and an uncached one fails at once instead of
+    after ~25 s of retries. The flags are read at call time and restored afterwards."""
+    import datasets
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        reachable = True
+    except OSError:
+        reachable = False
+    if reachable or constants.HF_HUB_OFFLINE:
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _train_split(loaded, where: str):

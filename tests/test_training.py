@@ -1,0 +1,243 @@
+"""Training runs on a tiny random Llama (built from a config) with the embedded tokenizer,
+plus one short run on the embedded model itself."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adaptive_lora import plan, train
+from adaptive_lora.cli import main as cli_main
+from adaptive_lora.config import RunConfig
+from adaptive_lora.training import prepare_base
+
+from tiny_models import tiny_config
+
+ROWS = [
+    {"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} plus {b} is {a + b}."}
+    for a in range(6) for b in range(6)
+] + [
+    {"instruction": "Repeat the word.", "input": word, "output": f"{word} {word}"}
+    for word in ("apple", "river", "stone", "cloud", "maple", "tiger", "lemon", "piano")
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer Llama with hidden size 32 and the embedded model's tokenizer (and chat template)."""
+    from transformers import AutoModelForCausalLM
+
+    from adaptive_lora.models import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    path = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = tiny_config("llama", vocab_size=len(tokenizer), max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n", encoding="utf-8")
+    return path
+
+
+def make_config(model_dir: Path, data: Path, out: Path, **overrides) -> RunConfig:
+    config = RunConfig.from_dict({
+        "model": {"name": str(model_dir)},
+        "data": {"source": str(data), "val_set_size": 8},
+        "allocation": {"strategy": "linear_decay", "params": {"start": 8, "end": 2}},
+        "training": {"max_steps": 4, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
+        "output": {"dir": str(out)},
+    })
+    return config.with_overrides(overrides)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_is_complete_and_numbers_are_sane(tiny_llama_dir, data_file, tmp_path):
+    result = train(make_config(tiny_llama_dir, data_file, tmp_path / "run"))
+    run = tmp_path / "run"
+    assert result["status"] == "done", result["error"]
+    for name in ("config.yaml", "allocation.json", "data_report.json", "metrics.jsonl", "train.log", "result.json"):
+        assert (run / name).is_file(), name
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((run / "result.json").read_text()) == result  # the API returns what the CLI writes
+    assert result["steps"] == 4 and len([m for m in read_metrics(run) if "train_loss" in m]) == 4
+    assert result["eval_loss"] < result["base_eval_loss"]
+    assert math.isclose(result["perplexity"], math.exp(result["eval_loss"]), rel_tol=1e-9)
+    assert result["trainable_params"] == plan(str(tiny_llama_dir), "linear_decay", {"start": 8, "end": 2}).trainable_params
+    assert result["tokens_per_s"] > result["supervised_tokens_per_s"] > 0
+    assert result["peak_memory_mb"] > 0 and result["environment"]["torch"]
+    assert result["data"]["n_eval"] == 8 and result["data"]["hash"]
+
+
+def test_base_weights_frozen_and_adapter_weights_change(tiny_llama_dir, data_file, tmp_path):
+    config = make_config(tiny_llama_dir, data_file, tmp_path / "run")
+    base = prepare_base(config)
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    result = train(config, base=base)
+    assert result["status"] == "done"
+    after = base.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the shared base model was modified"
+    adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero and must have been trained"
+
+
+def test_planned_ranks_are_the_saved_adapter_shapes(tiny_llama_dir, data_file, tmp_path):
+    train(make_config(tiny_llama_dir, data_file, tmp_path / "run"))
+    allocation = json.loads((tmp_path / "run" / "allocation.json").read_text())
+    adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    ranks = {m["name"]: m["rank"] for m in allocation["modules"]}
+    assert len({*ranks.values()}) > 1  # linear decay: heterogeneous ranks
+    for name, rank in ranks.items():
+        a = next(v for k, v in adapter.items() if k.endswith(f"{name}.lora_A.weight"))
+        assert a.shape[0] == rank, name
+
+
+def test_same_config_and_seed_give_identical_losses(tiny_llama_dir, data_file, tmp_path):
+    first = train(make_config(tiny_llama_dir, data_file, tmp_path / "a"))
+    second = train(make_config(tiny_llama_dir, data_file, tmp_path / "b"))
+    other_seed = train(make_config(tiny_llama_dir, data_file, tmp_path / "c", **{"training.seed": 1}))
+    losses = lambda d: [m["train_loss"] for m in read_metrics(d) if "train_loss" in m]  # noqa: E731
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert first["eval_loss"] == second["eval_loss"]
+    assert other_seed["eval_loss"] != first["eval_loss"]
+
+
+def test_shared_base_gives_the_same_result_as_a_fresh_load(tiny_llama_dir, data_file, tmp_path):
+    config = make_config(tiny_llama_dir, data_file, tmp_path / "shared1")
+    base = prepare_base(config)
+    before = config.with_overrides({"allocation.strategy": "uniform", "allocation.params": {}, "output.dir": str(tmp_path / "before")})
+    assert train(before, base=base)["status"] == "done"  # another run on the same base first
+    shared = train(config, base=base)
+    fresh = train(make_config(tiny_llama_dir, data_file, tmp_path / "fresh"))
+    assert shared["eval_loss"] == fresh["eval_loss"] and shared["base_eval_loss"] == fresh["base_eval_loss"]
+
+
+def test_reloaded_adapter_reproduces_the_reported_eval_loss(tiny_llama_dir, data_file, tmp_path):
+    from peft import PeftModel
+
+    from adaptive_lora.loss import evaluate_loss
+    from adaptive_lora.models import load_model
+
+    config = make_config(tiny_llama_dir, data_file, tmp_path / "run")
+    result = train(config)
+    base = prepare_base(config)  # fresh base and the same eval split
+    model = PeftModel.from_pretrained(load_model(str(tiny_llama_dir)), tmp_path / "run" / "adapter")
+    reloaded = evaluate_loss(model, base.eval_loader(), "cpu")
+    assert abs(reloaded["loss"] - result["eval_loss"]) < 1e-5
+
+
+def test_huge_learning_rate_is_reported_as_diverged_without_nan(tiny_llama_dir, data_file, tmp_path):
+    config = make_config(tiny_llama_dir, data_file, tmp_path / "run", **{"training.learning_rate": 1e12, "training.max_grad_norm": 0.0,
+                                                                         "training.max_steps": 8, "training.warmup_ratio": 0.0})
+    result = train(config)
+    text = (tmp_path / "run" / "result.json").read_text()
+    assert result["status"] == "diverged", result
+    assert 1 <= result["diverged_step"] <= 8 and "non-finite" in result["error"]
+    assert "NaN" not in text and "Infinity" not in text
+    assert result["eval_loss"] is None and not (tmp_path / "run" / "adapter").exists()
+
+
+def test_injected_nan_stops_at_that_step(tiny_llama_dir, data_file, tmp_path, monkeypatch):
+    from adaptive_lora import engine
+
+    calls = {"n": 0}
+    original = engine.supervised_loss_sum
+
+    def nan_on_third_call(model, batch):
+        calls["n"] += 1
+        loss, count = original(model, batch)
+        return (loss * float("nan"), count) if calls["n"] == 3 else (loss, count)
+
+    monkeypatch.setattr(engine, "supervised_loss_sum", nan_on_third_call)
+    result = train(make_config(tiny_llama_dir, data_file, tmp_path / "run"))
+    assert result["status"] == "diverged" and result["diverged_step"] == 3
+    assert result["last_finite_loss"] is not None and math.isfinite(result["last_finite_loss"])
+
+
+@pytest.mark.parametrize("exception, status", [(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "oom"),
+                                               (RuntimeError("something broke\nsecond line"), "error")])
+def test_failures_become_statuses_with_one_line(tiny_llama_dir, data_file, tmp_path, monkeypatch, exception, status):
+    from adaptive_lora import engine
+
+    def fail(model, batch):
+        raise exception
+
+    monkeypatch.setattr(engine, "supervised_loss_sum", fail)
+    result = train(make_config(tiny_llama_dir, data_file, tmp_path / "run"))
+    assert result["status"] == status and "\n" not in result["error"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == status
+
+
+def test_finished_run_is_not_overwritten_unless_asked(tiny_llama_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", str(tiny_llama_dir / "missing.yaml")]
+    assert cli_main(args) == 2 and "does not exist" in capsys.readouterr().err
+    common = ["train", f"model.name={tiny_llama_dir}", f"data.source={data_file}", "data.val_set_size=8",
+              "training.max_steps=2", "training.micro_batch_size=4", "training.sequence_len=128", "--out", str(out)]
+    assert cli_main(common) == 0
+    first = (out / "result.json").read_text()
+    assert cli_main(common) == 0
+    assert "already holds a finished run" in capsys.readouterr().out
+    assert (out / "result.json").read_text() == first
+    assert cli_main([*common, "--overwrite"]) == 0
+    assert json.loads((out / "result.json").read_text())["wall_time_s"] != json.loads(first)["wall_time_s"]
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_llama_dir, data_file, tmp_path):
+    config = make_config(tiny_llama_dir, data_file, tmp_path / "run", **{"training.save_steps": 2, "training.max_steps": 4})
+
+    def interrupt_at_step_3(step, total, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=interrupt_at_step_3)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "interrupted"
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = train(config.with_overrides({"output.resume": True}))
+    assert resumed["status"] == "done" and resumed["steps"] == 4
+    steps = [m["step"] for m in read_metrics(tmp_path / "run") if "train_loss" in m]
+    assert steps == [3, 4]  # steps 1-2 came from the checkpoint
+
+
+def test_yaml_config_with_cli_overrides(tiny_llama_dir, data_file, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {{name: {tiny_llama_dir}}}\ndata: {{source: {data_file}, val_set_size: 8}}\n"
+                    "training: {max_steps: 50, micro_batch_size: 4, sequence_len: 128}\n")
+    assert cli_main(["train", str(path), "training.max_steps=1", "--strategy", "attention_heavy", "--out", str(tmp_path / "r")]) == 0
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "max_steps: 1" in saved and "strategy: attention_heavy" in saved
+
+
+def test_evaluation_never_runs_in_fp16():
+    from adaptive_lora.environment import autocast_dtype, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert autocast_dtype("fp16") is None and autocast_dtype("bf16") is torch.bfloat16
+
+
+@pytest.mark.embedded
+def test_short_run_on_the_embedded_model_lowers_eval_loss(tmp_path):
+    config = RunConfig.from_dict({
+        "data": {"max_samples": 48, "val_set_size": 16},
+        "training": {"max_steps": 4, "micro_batch_size": 8, "learning_rate": 1e-3, "sequence_len": 192},
+        "output": {"dir": str(tmp_path / "run")},
+    })
+    result = train(config)
+    assert result["status"] == "done", result["error"]
+    assert result["eval_loss"] < result["base_eval_loss"]
