@@ -24,7 +24,26 @@ class AttachedAdapters:
 
 
 def attach_adapters(model: nn.Module, allocation: Allocation, lora_dropout: float, context: dict[str, Any] | None = None) -> AttachedAdapters:
-    """Wrap `model` (modified in place) with LoRA adapters exactly as planned."""
+    """Wrap `model` (modified in place) with adapters exactly as planned.
+
+    `allocation.strategy` picks the path: "adalora" trains PEFT's AdaLoRA (ranks change during
+    training; `finalize` records where they ended), "eva" initialises LoRA A with EVA at the planned
+    ranks (needs `context["base"]` for training rows), everything else is static LoRA.
+    `context` is {"base": training.BaseContext, "config": RunConfig} during training.
+    """
+    if allocation.strategy == "adalora":
+        from .adalora import attach_adalora
+
+        return attach_adalora(model, allocation, lora_dropout, context)
+    if allocation.strategy == "eva" and allocation.params.get("init", True):
+        from .eva import attach_eva
+
+        return attach_eva(model, allocation, lora_dropout, context)
+    return attach_static(model, allocation, lora_dropout)
+
+
+def attach_static(model: nn.Module, allocation: Allocation, lora_dropout: float) -> AttachedAdapters:
+    """Plain LoRA with the allocation's per-module ranks and alphas, checked by `verify`."""
     from peft import get_peft_model
 
     peft_model = get_peft_model(model, allocation.to_peft_config(lora_dropout=lora_dropout))

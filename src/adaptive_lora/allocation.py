@@ -148,6 +148,20 @@ class Allocation:
             alphas = {m["name"]: float(m["alpha"]) for m in data["modules"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"allocation file {path}: every entry of 'modules' needs name, rank and alpha ({exc})") from None
+        # Same names are not enough: a plan for a 4-layer model must not silently load onto a deeper or
+        # wider one of the same family (it would adapt only some layers, or count parameters wrongly).
+        planned_layers = data.get("num_layers")
+        if isinstance(planned_layers, int) and planned_layers != anatomy.num_layers:
+            raise UserError(f"allocation file {path} was planned for a {planned_layers}-layer model; this model has {anatomy.num_layers} layers")
+        known = anatomy.by_name()
+        for m in data["modules"]:
+            here = known.get(m["name"])
+            shape = (m.get("in_features"), m.get("out_features"))
+            if here is not None and None not in shape and shape != (here.in_features, here.out_features):
+                raise UserError(
+                    f"allocation file {path}: module {m['name']} was planned as {shape[0]}->{shape[1]}, "
+                    f"but this model's is {here.in_features}->{here.out_features}; plan again for this model"
+                )
         budget = {k: v for k, v in (data.get("budget") or {}).items() if k in ("target", "budget_rank")}
         return cls(
             anatomy, ranks, alphas, data.get("strategy", "custom"), data.get("params") or {},

@@ -36,6 +36,9 @@ _MLP_LEAVES = {
 _ATTENTION_PARTS = re.compile(r"attn|attention")
 _MLP_PARTS = re.compile(r"mlp|ffn|feed_forward|feedforward")
 _MOE_PARTS = re.compile(r"experts?$|moe|router|shared_expert")
+# Class names such as MixtralSparseMoeBlock, DeepseekV3MoE, Qwen2MoeExperts, GptOssTopKRouter; not
+# every class of a MoE model (Qwen2MoeAttention is plain attention).
+_MOE_CLASSES = re.compile(r"(experts?|router|moe|moeblock|moelayer)$")
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,12 @@ class Anatomy:
 def inspect_model(model: nn.Module, target_modules: list[str] | None = None) -> Anatomy:
     """List the LoRA-targetable linear modules of a causal LM (works on the meta device)."""
     prefix, blocks = find_decoder_blocks(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", "?")
+    if _MOE_PARTS.search(prefix.rsplit(".", 1)[-1].lower()):  # the longest list is a list of experts
+        _raise_moe(model_type, prefix)
     modules = []
     for layer, block in enumerate(blocks):
-        _reject_mixture_of_experts(block, getattr(model.config, "model_type", "?"))
+        _reject_mixture_of_experts(block, model_type)
         for sub_name, module in block.named_modules():
             shape = linear_shape(module)
             if shape is None:
@@ -151,13 +157,21 @@ def find_decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def _reject_mixture_of_experts(block: nn.Module, model_type: str) -> None:
-    for sub_name, module in block.named_modules():
+    # Experts are a ModuleList in older code and one fused module with 3-D weights in newer code
+    # (e.g. GPT-OSS's `mlp.experts` / `mlp.router`, whose class names do not say "moe").
+    # Sub-modules first, so the message names e.g. `mlp.experts` rather than the block's class.
+    for sub_name, module in [*list(block.named_modules())[1:], ("", block)]:
         leaf = sub_name.rsplit(".", 1)[-1].lower()
-        if (isinstance(module, nn.ModuleList) and _MOE_PARTS.search(leaf)) or "moe" in type(module).__name__.lower():
-            raise UnsupportedModelError(
-                f"model type {model_type!r} is a mixture-of-experts model ({sub_name}); "
-                "per-expert rank allocation is not supported yet: use a dense model"
-            )
+        kind = type(module).__name__.lower()
+        if (sub_name and _MOE_PARTS.search(leaf)) or _MOE_CLASSES.search(kind):
+            _raise_moe(model_type, sub_name or type(module).__name__)
+
+
+def _raise_moe(model_type: str, where: str) -> None:
+    raise UnsupportedModelError(
+        f"model type {model_type!r} is a mixture-of-experts model ({where}); "
+        "per-expert rank allocation is not supported yet: use a dense model"
+    )
 
 
 def classify(sub_name: str) -> str:

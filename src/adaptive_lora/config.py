@@ -7,6 +7,7 @@ Key names follow what axolotl / LLaMA-Factory / PEFT users already know (`lora_r
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -161,11 +162,13 @@ def _coerce(hint, value, where: str):
             number = float(value)
         except ValueError:
             raise UserError(f"{where}: expected an integer, got {value!r}") from None
-        if number != int(number):
+        if not math.isfinite(number) or number != int(number):  # int(nan) / int(inf) would raise
             raise UserError(f"{where}: expected an integer, got {value!r}")
         return int(number)
     if hint is float:
         try:
+            if isinstance(value, bool):
+                raise TypeError
             return float(value)
         except (TypeError, ValueError):
             raise UserError(f"{where}: expected a number, got {value!r}") from None

@@ -79,11 +79,11 @@ def plan(
     if target is None and chosen.needs:
         # Data-driven strategies give a shape, not ranks: by default they get uniform lora_r's budget.
         target = budget_for_rank(anatomy, lora_r or rank or 8)
+    meta.setdefault("shape_params", count_params(anatomy, ranks))  # the strategy's own cost, before any rescaling
     if target is not None:
         ranks = match_budget(anatomy, ranks, target, min_rank, max_rank)
     base_rank = lora_r or rank or resolved.get(chosen.rank_param or "rank") or 8
     alphas = alphas_for(ranks, alpha_policy, lora_alpha, base_rank)
-    meta.setdefault("shape_params", count_params(anatomy, ranks))
     return Allocation(
         anatomy, ranks, alphas, strategy, _jsonable(resolved), alpha_policy, base_rank, lora_alpha,
         {"target": target, "budget_rank": budget_rank}, scores, meta,

@@ -55,8 +55,10 @@ class Run:
 
 
 def _run_dirs(sweep: Path) -> list[Path]:
-    """SWEEP/runs/* when present; otherwise run-like subdirectories of SWEEP itself (a plain folder of runs)."""
+    """SWEEP/runs/* when present; SWEEP itself when it is one run; else run-like subdirectories of SWEEP."""
     runs = sweep / "runs"
+    if (sweep / "result.json").is_file() and not runs.is_dir():
+        return [sweep]
     if runs.is_dir():
         return sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     return sorted(p for p in sweep.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES))
@@ -119,7 +121,8 @@ def _sub(mapping: Any, key: str) -> Any:
 def run_row(run: Run) -> dict[str, Any]:
     """One flat results.csv row from a result.json."""
     r = run.result
-    row: dict[str, Any] = {k: r.get(k) for k in ("run_id", "status", "error", "strategy", "label", "budget_label", "model")}
+    row: dict[str, Any] = {k: r.get(k) for k in ("run_id", "status", "error", "strategy", "label", "budget_label",
+                                                  "model")}
     row["label"], row["budget_label"] = str(row["label"]), str(row["budget_label"])
     row["seed"] = int(r["seed"])
     row["budget_target"] = _number(_sub(r.get("budget"), "target"))
@@ -225,13 +228,15 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 row.update({f"{metric}_mean": s.mean, f"{metric}_std": s.std,
                             f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
             rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["label", "budget_label", "strategy", "n", "n_failed"] + [
+        f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std", "ci_low", "ci_high")]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _choose_baseline(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> tuple[str | None, str]:
     """The uniform label to pair `label` with at `budget`, and a sentence saying why."""
     candidates = done[(done["budget_label"] == budget) & (done["strategy"] == BASELINE_STRATEGY)]
-    names = [lab for lab in label_order(candidates)] if len(candidates) else []
+    names = label_order(candidates) if len(candidates) else []
     if not names:
         return None, "no finished uniform run at this budget"
     if len(names) == 1:
@@ -262,7 +267,8 @@ def _pair_row(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> 
     ours = at[at["label"] == label][["seed", "eval_loss"]]
     base = at[at["label"] == baseline][["seed", "eval_loss"]] if baseline else ours.iloc[0:0]
     # One run per (label, budget, seed) is expected; average duplicates (e.g. a re-run) rather than double-count.
-    pairs = ours.groupby("seed").mean().join(base.groupby("seed").mean(), how="inner", lsuffix="_s", rsuffix="_b")
+    pairs = ours.groupby("seed").mean().merge(base.groupby("seed").mean(), left_index=True, right_index=True,
+                                              suffixes=("_s", "_b"))
     result = paired_compare(pairs["eval_loss_s"].tolist(), pairs["eval_loss_b"].tolist())
     return {
         "label": label, "strategy": strategy, "budget_label": budget, "baseline_label": baseline,
@@ -313,8 +319,8 @@ def is_seed_study(suite: dict[str, Any], runs: list[Run]) -> bool:
 
 
 def _csv(df: pd.DataFrame) -> str:
-    # Missing values become empty cells (never "nan"); 10 significant digits hide float noise only.
-    return df.to_csv(index=False, na_rep="", float_format="%.10g", lineterminator="\n")
+    # Missing values become empty cells (never "nan"); 15 significant digits drop only float noise (3.0999999999999996).
+    return df.to_csv(index=False, na_rep="", float_format="%.15g", lineterminator="\n")
 
 
 def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, Any]:
@@ -329,12 +335,13 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
     atomic_write_text(sweep / "results.csv", _csv(csv_df))
     atomic_write_text(sweep / "summary.csv", _csv(summary))
     atomic_write_text(sweep / "stats.csv", _csv(stats_table))
-    figure_files = figures.render_all(df, sweep / "figures")
+    figure_files, figure_errors = figures.render_all(df, sweep / "figures")
     suite = read_suite(sweep)
     context = report_render.ReportContext(
         title=title or f"adaptive-lora report: {suite.get('name') or sweep.resolve().name}",
         sweep=sweep, suite=suite, runs=runs, df=df, summary=summary, stats=stats_table,
-        figures=figure_files, skipped=[{**s, "path": _relative(s["path"], sweep)} for s in skipped],
+        figures=figure_files, figure_errors=figure_errors,
+        skipped=[{**s, "path": _relative(s["path"], sweep)} for s in skipped],
         seed_study=is_seed_study(suite, runs),
     )
     md_path, html_path = sweep / "report.md", sweep / "report.html"

@@ -85,8 +85,13 @@ def wilcoxon_method(diffs: Sequence[float]) -> str:
     return "normal approximation"
 
 
+def _constant(diffs: np.ndarray) -> bool:
+    """Equal up to float rounding (1.1 - 1.0 vs 2.1 - 2.0): t would be huge on noise alone."""
+    return len(diffs) > 0 and float(np.ptp(diffs)) <= 1e-12 * max(1.0, float(np.max(np.abs(diffs))))
+
+
 def _t_test_p(diffs: np.ndarray) -> float | None:
-    if len(diffs) < 2 or np.ptp(diffs) == 0:  # zero variance: t is undefined
+    if len(diffs) < 2 or _constant(diffs):  # zero variance: t is undefined
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -104,14 +109,14 @@ def _wilcoxon_p(diffs: np.ndarray) -> float | None:
 def paired_note(n_pairs: int, diffs: Sequence[float] = ()) -> str:
     """Plain-words caveats for a paired comparison of n_pairs seeds."""
     if n_pairs == 0:
-        return "no pairs: no baseline run with the same budget and seed finished"
+        return "no pairs: no seed where both this strategy and its baseline finished"
     if n_pairs < 2:
         return "too few seeds for any test"
     d = np.asarray(diffs, dtype=float)
     notes = []
     if len(d) and not np.any(d != 0):
         notes.append("all differences are zero: no test applies")
-    elif len(d) and np.ptp(d) == 0:
+    elif _constant(d):
         notes.append("every seed gives the same difference: the t-test is undefined")
     if n_pairs < 6:
         notes.append(

@@ -1,0 +1,310 @@
+"""`adalora`: PEFT's AdaLoRA (Zhang et al., 2023) as the dynamic baseline, at the same parameter budget.
+
+AdaLoRA parameterises each update as P diag(E) Q (PEFT: lora_B, lora_E, lora_A), starts every module
+at `init_r`, and during training masks the triplets (one singular value with its two vectors) with
+the lowest smoothed sensitivity |w * dL/dw| until the budget is reached, on a cubic schedule:
+`tinit` warm-up steps at full rank, budgeting until `total_step - tfinal`, then fixed ranks.
+
+Budget matching. PEFT's RankAllocator counts its budget in summed ranks (`target_r * n_modules`),
+but one rank of an MLP projection costs more parameters than one of a k-projection, so its final
+pattern could cost anything. By default (`budget_unit=params`) we keep PEFT's scores, schedule and
+masking and count the budget in parameters: triplets are kept in order of importance while their
+cost (in + out per rank, what a static LoRA rank costs) fits the budget, so the final pattern costs
+at most the budget and at least the budget minus one rank-step, like `match_budget`. The budget is
+the plan's target (e.g. uniform r8's parameters), or the planned uniform allocation's cost.
+`budget_unit=rank` keeps PEFT's allocator unchanged (target_r = round(budget / sum(in + out))).
+E adds one scalar per kept rank (`meta["e_params"]`); the reported trainable parameters are the
+final ranks' LoRA-equivalent count sum(r * (in + out)), comparable with every static run; during
+training AdaLoRA holds init_r ranks everywhere (`meta["trainable_params_during_training"]`).
+
+`init_r` defaults to ceil(init_ratio x the budget's mean rank); `target_r` is that mean rank,
+rounded (informational under budget_unit=params). `tinit`/`tfinal` below 1 are fractions of the
+Trainer's max_steps (set in on_train_begin), else step counts. `update_and_allocate` runs in
+`on_optimizer_step` (after optimizer.step(), before zero_grad) with the 1-based step just taken.
+The orthogonality penalty is added to the training loss only (`extra_loss`); eval loss stays plain
+cross-entropy. Scaling: PEFT divides by the fixed `init_r`; we set AdaLoRA's alpha so that this
+equals the run's LoRA scaling at rank init_r (proportional: lora_alpha / lora_r).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from .anatomy import Anatomy
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+ADAPTER = "default"
+BUDGET_UNITS = ("params", "rank")
+
+
+def adalora(anatomy: Anatomy, *, rank: int, init_ratio: float, init_r: int | None, tinit: float, tfinal: float, deltaT: int,
+            beta1: float, beta2: float, orth_reg_weight: float, budget_unit: str, history_points: int) -> dict[str, int]:
+    """The plan: uniform rank r, i.e. the budget AdaLoRA's final pattern is matched to (with a budget: rescaled)."""
+    if budget_unit not in BUDGET_UNITS:
+        raise UserError(f"adalora: budget_unit must be one of {', '.join(BUDGET_UNITS)}, got {budget_unit!r}")
+    for name, value in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 < value < 1:
+            raise UserError(f"adalora: {name} must be in (0, 1), got {value}")
+    if init_ratio < 1:
+        raise UserError(f"adalora: init_ratio must be >= 1 (AdaLoRA only removes rank), got {init_ratio}")
+    return {m.name: rank for m in anatomy.modules}
+
+
+# --- the allocator ----------------------------------------------------------------------------------
+
+
+def _param_budget_allocator():
+    from peft.tuners.adalora.layer import RankAllocator
+
+    class ParamBudgetAllocator(RankAllocator):
+        """PEFT's RankAllocator with its budget in parameters: same scores, schedule and masking."""
+
+        def __init__(self, model, peft_config, adapter_name, budget_params: int):
+            self.budget_params = int(budget_params)
+            self.last_scores: dict[str, float] = {}
+            super().__init__(model, peft_config, adapter_name)
+
+        def _set_budget_scheduler(self, model):
+            super()._set_budget_scheduler(model)
+            self.costs, init = {}, 0
+            shapes = {n: p.shape for n, p in model.named_parameters()}
+            for n, shape in shapes.items():
+                if f"lora_A.{self.adapter_name}" in n:
+                    b = shapes[n.replace("lora_A", "lora_B")]
+                    self.costs[n.replace("lora_A", "%s")] = int(shape[1] + b[0])  # in + out per rank
+                    init += int(shape[0]) * int(shape[1] + b[0])
+            self.init_bgt, self.target_bgt = init, self.budget_params
+
+        def mask_to_budget(self, model, budget):
+            vector_ipt: dict[str, list] = {}
+            value_ipt = {}
+            for n, _ in model.named_parameters():
+                if f"lora_A.{self.adapter_name}" in n:
+                    vector_ipt.setdefault(n.replace("lora_A", "%s"), []).append(self._element_score(n).mean(dim=1, keepdim=True))
+                if f"lora_B.{self.adapter_name}" in n:
+                    vector_ipt.setdefault(n.replace("lora_B", "%s"), []).append(self._element_score(n).mean(dim=0).view(-1, 1))
+                if f"lora_E.{self.adapter_name}" in n:
+                    value_ipt[n.replace("lora_E", "%s")] = self._element_score(n)
+            names = list(vector_ipt)
+            triplets = [self._combine_ipt(value_ipt[m], torch.cat(vector_ipt[m], dim=1)).view(-1) for m in names]
+            scores = torch.cat(triplets)
+            costs = torch.cat([torch.full((len(t),), self.costs[m], dtype=torch.float64) for m, t in zip(names, triplets)])
+            order = torch.argsort(scores.detach().cpu().double(), descending=True, stable=True)
+            keep = torch.zeros(len(scores), dtype=torch.bool)
+            keep[order] = torch.cumsum(costs[order], 0) <= budget
+            rank_pattern, offset = {}, 0
+            masks = {}
+            for m, t in zip(names, triplets):
+                masks[m % "lora_E"] = keep[offset : offset + len(t)]
+                self.last_scores[_module_of(m % "lora_E")] = float(t.sum())
+                offset += len(t)
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in masks:
+                        p.masked_fill_(~masks[n].to(p.device).view(-1, 1), 0.0)
+                        rank_pattern[n] = masks[n].tolist()
+            return rank_pattern
+
+    return ParamBudgetAllocator
+
+
+def _module_of(key: str) -> str:
+    """'model.layers.0.self_attn.q_proj.lora_E.default' (or without '.default') -> the module name."""
+    return key.rsplit(".lora_E", 1)[0]
+
+
+def current_ranks(adalora_model, names: list[str], init_r: int) -> dict[str, int]:
+    pattern = adalora_model.peft_config[ADAPTER].rank_pattern
+    if not pattern:
+        return {n: init_r for n in names}
+    ranks = {_module_of(k): int(sum(bool(x) for x in v)) for k, v in pattern.items()}
+    return {n: ranks.get(n, init_r) for n in names}
+
+
+# --- attach, callback, finalize ----------------------------------------------------------------
+
+
+def attach_adalora(model: nn.Module, allocation, lora_dropout: float, context: dict[str, Any] | None = None):
+    from peft import AdaLoraConfig, get_peft_model
+
+    from .adapters import AttachedAdapters
+
+    p = _params(allocation)
+    names = [m.name for m in allocation.modules]
+    per_rank = sum(m.params_per_rank for m in allocation.modules)
+    budget = int(allocation.budget.get("target") or allocation.trainable_params)
+    mean_rank = budget / per_rank
+    init_r = int(p["init_r"] or max(math.ceil(p["init_ratio"] * mean_rank), math.floor(mean_rank) + 1))
+    if init_r * per_rank < budget:
+        raise UserError(f"adalora: init_r={init_r} starts below the budget ({budget:,} parameters = mean rank {mean_rank:.2f}); raise init_r")
+    scaling = _scaling(allocation, init_r)
+    config = AdaLoraConfig(
+        init_r=init_r, target_r=max(1, round(mean_rank)), tinit=0, tfinal=0, deltaT=int(p["deltaT"]), beta1=p["beta1"], beta2=p["beta2"],
+        orth_reg_weight=p["orth_reg_weight"], total_step=_step_guess(context), lora_alpha=scaling * init_r, lora_dropout=lora_dropout,
+        target_modules=names, task_type="CAUSAL_LM", bias="none", fan_in_fan_out=any(m.conv1d for m in allocation.modules),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = get_peft_model(model, config)
+    check_adalora(peft_model, allocation, init_r)
+    inner = peft_model.base_model  # the AdaLoraModel
+    if p["budget_unit"] == "params":
+        inner.rankallocator = _param_budget_allocator()(inner.model, inner.peft_config[ADAPTER], ADAPTER, budget)
+    tracker = AdaLoraTracker(inner, names, init_r, p, budget)
+    info = {"init_r": init_r, "target_r": config.target_r, "budget_params": budget, "budget_unit": p["budget_unit"],
+            "lora_alpha_adalora": scaling * init_r, "scaling": scaling,
+            "trainable_params_during_training": sum(init_r * (m.params_per_rank + 1) for m in allocation.modules)}
+    return AttachedAdapters(peft_model, callbacks=[tracker.callback()], extra_loss=orthogonality_penalty(p["orth_reg_weight"]),
+                            finalize=lambda model, alloc: finalize_adalora(alloc, tracker, info))
+
+
+def check_adalora(peft_model, allocation, init_r: int) -> None:
+    """AdaLoRA's own `verify`: every planned module has P (out x init_r), E (init_r x 1), Q (init_r x in)."""
+    from .allocation import _strip_peft_prefix
+
+    planned, seen, problems = allocation.anatomy.by_name(), set(), []
+    for name, module in peft_model.named_modules():
+        if ADAPTER not in getattr(module, "lora_E", {}):
+            continue
+        key = _strip_peft_prefix(name)
+        seen.add(key)
+        if key not in allocation.ranks:
+            problems.append(f"{key}: adapted but not planned")
+            continue
+        m = planned[key]
+        shapes = tuple(tuple(getattr(module, part)[ADAPTER].shape) for part in ("lora_A", "lora_E", "lora_B"))
+        if shapes != ((init_r, m.in_features), (init_r, 1), (m.out_features, init_r)):
+            problems.append(f"{key}: A/E/B shapes {shapes}, expected init_r={init_r} for {m.in_features}->{m.out_features}")
+    missing = sorted(set(allocation.ranks) - seen)
+    if missing:
+        problems.append(f"{len(missing)} planned modules have no AdaLoRA adapter, e.g. {missing[0]}")
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    expected = sum(init_r * (m.params_per_rank + 1) for m in allocation.modules)
+    if trainable != expected:
+        problems.append(f"trainable parameters {trainable:,} != {expected:,} (init_r x (in + out + 1) per module)")
+    if problems:
+        raise RuntimeError(f"the AdaLoRA model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5]))
+
+
+class AdaLoraTracker:
+    """Drives `update_and_allocate` and records the rank pattern over training."""
+
+    def __init__(self, adalora_model, names: list[str], init_r: int, params: dict[str, Any], budget: int):
+        self.model, self.names, self.init_r, self.params, self.budget = adalora_model, names, init_r, params, budget
+        self.history: list[tuple[int, list[int]]] = []
+        self.schedule: dict[str, int] = {}
+        self.every = 1
+
+    def begin(self, total: int) -> None:
+        config = self.model.peft_config[ADAPTER]
+        tinit, tfinal = _steps(self.params["tinit"], total), _steps(self.params["tfinal"], total)
+        fixed_tfinal = min(tfinal, max(total - 1, 0))
+        fixed_tinit = min(tinit, max(total - fixed_tfinal - 1, 0))
+        if (fixed_tinit, fixed_tfinal) != (tinit, tfinal):
+            log.warning("adalora: tinit=%s tfinal=%s leave no budgeting phase in %d steps; using tinit=%d tfinal=%d",
+                        tinit, tfinal, total, fixed_tinit, fixed_tfinal)
+        config.total_step, config.tinit, config.tfinal = total, fixed_tinit, fixed_tfinal
+        self.schedule = {"total_step": total, "tinit": fixed_tinit, "tfinal": fixed_tfinal, "deltaT": config.deltaT}
+        self.every = max(1, math.ceil(total / max(1, int(self.params["history_points"]))))
+        self.history = [(0, [self.init_r] * len(self.names))]
+
+    def step(self, step: int) -> None:
+        self.model.update_and_allocate(step)
+        if step % self.every == 0 or step == self.schedule.get("total_step"):
+            ranks = current_ranks(self.model, self.names, self.init_r)
+            self.history.append((step, [ranks[n] for n in self.names]))
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class AdaLoraCallback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                tracker.begin(int(state.max_steps))
+
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                tracker.step(state.global_step + 1)  # global_step is incremented after this event
+
+        return AdaLoraCallback()
+
+
+def finalize_adalora(allocation, tracker: AdaLoraTracker, info: dict[str, Any]):
+    """The allocation AdaLoRA ended with: ranks = kept triplets per module, 0-rank modules listed."""
+    from .allocation import Allocation, alphas_for
+
+    ranks = current_ranks(tracker.model, tracker.names, tracker.init_r)
+    final = {n: r for n, r in ranks.items() if r > 0}
+    meta = {
+        **allocation.meta, "method": "adalora", **info, "schedule": tracker.schedule,
+        "initial_ranks": {n: tracker.init_r for n in tracker.names},
+        "rank_history": {"modules": tracker.names, "steps": [s for s, _ in tracker.history], "ranks": [r for _, r in tracker.history]},
+        "zero_rank_modules": sorted(n for n, r in ranks.items() if r == 0), "e_params": sum(final.values()),
+        "planned_trainable_params": allocation.trainable_params,
+    }
+    scores = getattr(tracker.model.rankallocator, "last_scores", None) or allocation.scores
+    if not final:
+        allocation.meta.update(meta, final_pattern_empty=True)
+        return allocation
+    return Allocation(
+        allocation.anatomy, final, alphas_for(final, allocation.alpha_policy, allocation.lora_alpha, allocation.lora_r),
+        allocation.strategy, allocation.params, allocation.alpha_policy, allocation.lora_r, allocation.lora_alpha,
+        allocation.budget, dict(scores) if scores else None, meta,
+    )
+
+
+def orthogonality_penalty(weight: float):
+    """AdaLoRA's regulariser, as PEFT computes it: weight x mean over P and Q of ||PᵀP - I||_F / ||QQᵀ - I||_F."""
+    params: list[tuple[bool, torch.Tensor]] = []
+
+    def penalty(model: nn.Module) -> torch.Tensor | float:
+        if weight == 0:
+            return 0.0
+        if not params:
+            params.extend(("lora_A" in n, p) for n, p in model.named_parameters()
+                          if ("lora_A" in n or "lora_B" in n) and ADAPTER in n and p.requires_grad)
+        total = 0.0
+        for is_a, p in params:
+            cov = p @ p.T if is_a else p.T @ p
+            eye = torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)
+            total = total + torch.linalg.matrix_norm(cov - eye, ord="fro")
+        return weight * total / max(len(params), 1)
+
+    return penalty
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _params(allocation) -> dict[str, Any]:
+    from .strategies import get_strategy
+
+    known = {p.name for p in get_strategy("adalora").params}
+    return get_strategy("adalora").resolve({k: v for k, v in (allocation.params or {}).items() if k in known and k != "rank"})
+
+
+def _scaling(allocation, init_r: int) -> float:
+    """The LoRA scaling this run's alpha policy gives at rank init_r (AdaLoRA divides by init_r throughout)."""
+    if allocation.alpha_policy == "proportional":
+        return allocation.lora_alpha / allocation.lora_r
+    if allocation.alpha_policy == "rslora":
+        return allocation.lora_alpha / math.sqrt(init_r)
+    return allocation.lora_alpha / init_r
+
+
+def _steps(value: float, total: int) -> int:
+    return int(value * total) if 0 <= value < 1 else int(value)
+
+
+def _step_guess(context: dict[str, Any] | None) -> int:
+    """AdaLoraConfig wants total_step up front; the callback replaces it with the Trainer's max_steps."""
+    cfg = (context or {}).get("config")
+    steps = getattr(getattr(cfg, "training", None), "max_steps", -1)
+    return int(steps) if steps and steps > 0 else 1000

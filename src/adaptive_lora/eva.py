@@ -1,0 +1,194 @@
+"""`eva`: Explained Variance Adaptation (Paischer et al., 2024) through PEFT's implementation.
+
+Plan time: PEFT's incremental SVD of every targeted module's *inputs* on a few training batches, with
+rank redistribution (rho > 1): each module may take up to rho * r components and the r * n_modules
+components that explain the most variance win. That pattern is the rank *shape*; EVA balances summed
+ranks, not parameters, so `plan()` rescales it to the parameter budget like any other shape. Modules
+EVA gives rank 0 stay in the record as `meta["zero_rank_modules"]` (not adapted).
+
+Training: the LoRA A matrices are initialised with the top right-singular vectors of each module's
+inputs at the final, budget-matched ranks (B = 0, so training starts from the base model). PEFT's
+rho = 1 would still move ranks between modules that share an input (q/k/v, gate/up), so we run its
+SVD with every module at the largest final rank (rho = 1: nothing is redistributed), keep each
+module's leading `rank` components - the prefix EVA itself would keep - and load them with
+`initialize_lora_eva_weights`. Both SVDs count into `probe_time_s`.
+
+PEFT iterates over the probe batches until the components converge (cosine similarity >= tau); our
+forward function stops it after `max_iterations` forward passes and takes the components as they
+are then (`meta["eva_forced_convergence"]` says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from .anatomy import Anatomy
+from .errors import UserError
+from .loss import IGNORE, causal_lm_of, supports_sparse_head
+from .scoring import probe_batches
+from .strategies import StrategyOutput
+
+log = logging.getLogger(__name__)
+
+
+class _GuardedForward:
+    """PEFT's EVA forward function, running only the decoder body (EVA hooks the linear layers'
+    inputs; the vocabulary projection is not needed), and ending the SVD loop after `limit` passes."""
+
+    def __init__(self, limit: int):
+        self.limit, self.calls, self.forced = limit, 0, False
+
+    def __call__(self, model: nn.Module, inputs: dict) -> None:
+        from peft.tuners.lora.eva import SVDHook
+
+        self.calls += 1
+        if self.calls > self.limit:
+            for module in model.modules():
+                for hook in module._forward_hooks.values():
+                    if isinstance(hook, SVDHook) and hasattr(hook.svd, "components_"):
+                        hook.converged = torch.ones_like(hook.converged)
+                        self.forced = True
+            return
+        causal_lm = causal_lm_of(model)
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+        if supports_sparse_head(causal_lm):
+            causal_lm.base_model(**kwargs)
+        else:
+            model(**kwargs)
+
+
+def eva_components(model: nn.Module, ranks: dict[str, int], batches: list[dict], *, rho: float, tau: float,
+                   use_label_mask: bool, whiten: bool, max_iterations: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """PEFT's `get_eva_state_dict` on a plain (not PEFT-wrapped) model: module name -> (rank', in) components,
+    where rank' comes from EVA's redistribution of sum(ranks) over modules (each capped at round(rank * rho))."""
+    from peft import EvaConfig, LoraConfig
+    from peft.tuners.lora.eva import get_eva_state_dict
+
+    names = list(ranks)
+    widest = max(round(r * rho) for r in ranks.values())
+    tokens = [int(_token_mask(b, use_label_mask).sum()) for b in batches]
+    if not tokens or max(tokens) < widest:
+        raise UserError(
+            f"eva: every probe batch has fewer {'supervised ' if use_label_mask else ''}tokens ({max(tokens or [0])}) than the "
+            f"{widest} components EVA estimates; raise probe_batch_size, or set use_label_mask=false"
+        )
+    base_r = max(set(ranks.values()), key=list(ranks.values()).count)
+    config = LoraConfig(
+        r=base_r, target_modules=names, rank_pattern={_escape(n): r for n, r in ranks.items() if r != base_r},
+        init_lora_weights="eva", eva_config=EvaConfig(rho=rho, tau=tau, use_label_mask=use_label_mask, whiten=whiten),
+    )
+    forward = _GuardedForward(max_iterations)
+    was_training = model.training
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_Quiet()):
+            warnings.simplefilter("ignore")
+            state = get_eva_state_dict(model, batches, peft_config=config, forward_fn=forward, show_progress_bar=False)
+    finally:
+        model.train(was_training)
+    state = {name: u.detach() for name, u in state.items()}
+    return state, {"eva_iterations": min(forward.calls, max_iterations), "eva_forced_convergence": forward.forced}
+
+
+def eva(anatomy: Anatomy, *, rank: int, rho: float, tau: float, probe_batches: int, probe_batch_size: int,
+        max_iterations: int, use_label_mask: bool, whiten: bool, init: bool, model: nn.Module, data: Any, seed: int) -> StrategyOutput:
+    """The rank pattern EVA's redistribution gives r per module (rho x r at most), as a shape."""
+    if isinstance(model, str):
+        raise UserError("eva needs the loaded model (real weights), not a model name")
+    if rho < 1:
+        raise UserError(f"eva: rho must be >= 1 (1 = no redistribution), got {rho}")
+    start = time.perf_counter()
+    batches, rows = _batches(data, model, seed, probe_batches, probe_batch_size)
+    state, info = eva_components(model, {n: rank for n in anatomy.names}, batches, rho=rho, tau=tau,
+                                 use_label_mask=use_label_mask, whiten=whiten, max_iterations=max_iterations)
+    eva_ranks = {n: int(state[n].shape[0]) if n in state else 0 for n in anatomy.names}
+    meta = {
+        "method": "eva", "eva_ranks": eva_ranks, "eva_rank_budget": rank * len(anatomy.names), **info,
+        "probe_time_s": time.perf_counter() - start, "probe_batches": len(batches),
+        "probe_rows": [i for chunk in rows for i in chunk],
+    }
+    return StrategyOutput({n: float(r) for n, r in eva_ranks.items()}, {n: float(r) for n, r in eva_ranks.items()}, meta)
+
+
+def attach_eva(model: nn.Module, allocation, lora_dropout: float, context: dict[str, Any] | None):
+    """LoRA at the planned ranks with A initialised by EVA on the same kind of probe batches (see the module doc)."""
+    from peft import EvaConfig, get_peft_model, initialize_lora_eva_weights
+
+    from .adapters import AttachedAdapters, attach_static
+    from .allocation import verify
+
+    base, cfg = (context or {}).get("base"), (context or {}).get("config")
+    if base is None or cfg is None:
+        log.warning("eva: no training data in the attach context; LoRA A keeps PEFT's default initialisation")
+        attached = attach_static(model, allocation, lora_dropout)
+        attached.finalize = _note({"eva_init": "skipped: no training data in the attach context"})
+        return attached
+    p = allocation.params
+    start = time.perf_counter()
+    batches, rows = _batches(base.data, model, cfg.training.seed, int(p.get("probe_batches", 4)), int(p.get("probe_batch_size", 4)))
+    widest = max(allocation.ranks.values())
+    state, info = eva_components(
+        model, {n: widest for n in allocation.ranks}, batches, rho=1.0, tau=float(p.get("tau", 0.99)),
+        use_label_mask=bool(p.get("use_label_mask", True)), whiten=bool(p.get("whiten", False)),
+        max_iterations=int(p.get("max_iterations", 50)),
+    )
+    short = [n for n, r in allocation.ranks.items() if n not in state or state[n].shape[0] < r]
+    if short:
+        raise RuntimeError(f"eva: PEFT returned fewer components than planned for {len(short)} modules, e.g. {short[0]}")
+    eva_state = {f"base_model.model.{n}": state[n][:r] for n, r in allocation.ranks.items()}
+    config = allocation.to_peft_config(lora_dropout=lora_dropout, init_lora_weights="eva",
+                                       eva_config=EvaConfig(rho=1.0, tau=float(p.get("tau", 0.99)), adjust_scaling_factors=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = get_peft_model(model, config)
+        initialize_lora_eva_weights(peft_model, eva_state_dict=eva_state, show_progress_bar=False)
+    verify(peft_model, allocation)
+    seconds = time.perf_counter() - start
+    note = {"eva_init": "lora_A from EVA components at the final ranks", "eva_init_time_s": seconds,
+            "eva_init_iterations": info["eva_iterations"], "eva_init_forced_convergence": info["eva_forced_convergence"],
+            "eva_init_rows": [i for chunk in rows for i in chunk]}
+    return AttachedAdapters(peft_model, finalize=_note(note, add_probe_time=seconds))
+
+
+def _note(extra: dict[str, Any], add_probe_time: float = 0.0):
+    def finalize(peft_model, allocation):
+        allocation.meta.update(extra)
+        allocation.meta["probe_time_s"] = float(allocation.meta.get("probe_time_s") or 0.0) + add_probe_time
+        return allocation
+
+    return finalize
+
+
+def _batches(data: Any, model: nn.Module, seed: int, batches: int, batch_size: int):
+    return probe_batches(data, model, seed, batches, batch_size)
+
+
+def _token_mask(batch: dict, use_label_mask: bool) -> torch.Tensor:
+    mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
+    if use_label_mask and "labels" in batch:
+        mask = mask & (batch["labels"] != IGNORE)
+    return mask
+
+
+def _escape(name: str) -> str:
+    import re
+
+    return re.escape(name)
+
+
+class _Quiet:
+    """PEFT prints (not logs) 'skipping SVD ...' for batches with too few tokens; keep stdout clean."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("peft eva: %s", text.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,250 @@
+"""Fake run and sweep directories that follow docs/run-format.md, for report tests (and any other).
+
+The fake model is a 4-layer decoder (hidden 64, MLP 256) with q/k/v/o/up/gate/down projections, so
+trainable-parameter counts are exact: one unit of rank costs in + out parameters.
+
+    write_run(run_dir, strategy="uniform", label="uniform", budget_label="r8", seed=0, eval_loss=3.1)
+    sweep, expected = standard_sweep(tmp_path)    # 3 strategies x 2 budgets x 3 seeds + broken runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptive_lora.config import RunConfig
+
+NUM_LAYERS = 4
+HIDDEN, MLP = 64, 256
+# role -> (module path inside a layer, in_features, out_features)
+ROLES = {
+    "q": ("self_attn.q_proj", HIDDEN, HIDDEN),
+    "k": ("self_attn.k_proj", HIDDEN, HIDDEN),
+    "v": ("self_attn.v_proj", HIDDEN, HIDDEN),
+    "o": ("self_attn.o_proj", HIDDEN, HIDDEN),
+    "up": ("mlp.up_proj", HIDDEN, MLP),
+    "gate": ("mlp.gate_proj", HIDDEN, MLP),
+    "down": ("mlp.down_proj", MLP, HIDDEN),
+}
+ATTENTION = {"q", "k", "v", "o"}
+TOTAL_PARAMS = 1_234_567
+PARAMS_PER_RANK = NUM_LAYERS * sum(i + o for _, i, o in ROLES.values())  # uniform rank r costs r x this
+DATA_HASH = "3f2a9c1d7e5b"
+
+
+def uniform_params(rank: int) -> int:
+    return rank * PARAMS_PER_RANK
+
+
+def rank_plan(strategy: str, rank: int) -> dict[tuple[int, str], int]:
+    """(layer, role) -> rank, shaped like the real strategies around base rank `rank`."""
+    plan = {}
+    for layer in range(NUM_LAYERS):
+        for role in ROLES:
+            if strategy == "linear_decay":  # 2r at layer 0 down to r/2 at the last
+                r = int(2 * rank - (2 * rank - rank / 2) * layer / (NUM_LAYERS - 1))
+            elif strategy == "attention_heavy":
+                r = rank if role in ATTENTION else max(1, rank // 2)
+            elif strategy == "mlp_heavy":
+                r = max(1, rank // 2) if role in ATTENTION else rank
+            else:
+                r = rank
+            plan[(layer, role)] = max(1, r)
+    return plan
+
+
+def plan_params(plan: dict[tuple[int, str], int]) -> int:
+    return sum(r * (ROLES[role][1] + ROLES[role][2]) for (_, role), r in plan.items())
+
+
+def _run_id(label: str, budget_label: str, seed: int) -> str:
+    return hashlib.sha256(f"{label}|{budget_label}|{seed}".encode()).hexdigest()[:12]
+
+
+def _allocation(strategy: str, plan: dict, target: int | None, alpha: float = 16.0) -> dict:
+    modules = [
+        {"name": f"model.layers.{layer}.{ROLES[role][0]}", "layer": layer, "role": role,
+         "in_features": ROLES[role][1], "out_features": ROLES[role][2], "rank": r, "alpha": 2.0 * r}
+        for (layer, role), r in sorted(plan.items())
+    ]
+    trainable = plan_params(plan)
+    return {
+        "strategy": strategy, "params": {}, "alpha_policy": "proportional", "lora_alpha": alpha, "lora_r": 8,
+        "model_type": "llama", "num_layers": NUM_LAYERS, "trainable_params": trainable, "total_params": TOTAL_PARAMS,
+        "budget": {"target": target, "budget_rank": None, "achieved": trainable},
+        "modules": modules, "scores": None,
+    }
+
+
+def _metrics(eval_loss: float | None, base: float, steps: int, diverged_step: int | None, done: bool) -> list[dict]:
+    """A decaying train loss logged every step, eval at half-way and at the end; failed runs stop early."""
+    final = eval_loss if eval_loss is not None else base - 0.3
+    lines = []
+    last = diverged_step or (steps if done else steps // 2 - 1)
+    for step in range(1, last + 1):
+        line = {"step": step, "epoch": step / steps, "tokens_seen": 512 * step,
+                "train_loss": round(final + (base + 0.5 - final) * math.exp(-step / 3), 6),
+                "learning_rate": 5e-4, "grad_norm": 1.0}
+        if step == diverged_step:
+            line["train_loss"] = None  # JSON never holds NaN: the diverged step logs null
+        if step in (steps // 2, steps):
+            line["eval_loss"] = round(final + (0.1 if step < steps else 0.0), 6)
+        lines.append(line)
+    return lines
+
+
+def write_run(
+    run_dir: Path,
+    *,
+    strategy: str,
+    label: str,
+    budget_label: str,
+    seed: int,
+    eval_loss: float | None,
+    status: str = "done",
+    error: str | None = None,
+    diverged_step: int | None = None,
+    rank: int = 8,
+    budget_target: int | None = None,
+    base_eval_loss: float = 3.5,
+    train_time_s: float = 10.0,
+    model: str = "tiny-llama-test",
+    data_hash: str = DATA_HASH,
+    steps: int = 10,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Write a complete run directory; returns the result.json content."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = rank_plan(strategy, rank)
+    allocation = _allocation(strategy, plan, budget_target)
+    config = RunConfig().to_dict()
+    config["model"].update(name=model, precision=precision)
+    config["allocation"].update(strategy=strategy, lora_r=rank, budget=budget_target)
+    config["training"].update(seed=seed, max_steps=steps)
+    config["output"]["dir"] = str(run_dir)
+    ranks = list(plan.values())
+    by_role = {role: sum(r for (_, ro), r in plan.items() if ro == role) / NUM_LAYERS for role in ROLES}
+    done = status == "done"
+    result = {
+        "run_id": run_dir.name, "status": status, "error": error,
+        "diverged_step": diverged_step, "last_finite_loss": 3.9 if diverged_step else None,
+        "strategy": strategy, "label": label, "strategy_params": {"rank": rank},
+        "budget": {"target": budget_target, "budget_rank": None, "achieved": allocation["trainable_params"]},
+        "budget_label": budget_label, "seed": seed, "model": model,
+        "base_eval_loss": base_eval_loss, "base_perplexity": math.exp(base_eval_loss),
+        "eval_loss": eval_loss, "perplexity": math.exp(eval_loss) if eval_loss is not None else None,
+        "improvement": base_eval_loss - eval_loss if eval_loss is not None else None,
+        "improvement_pct": 100 * (base_eval_loss - eval_loss) / base_eval_loss if eval_loss is not None else None,
+        "final_train_loss": eval_loss + 0.05 if eval_loss is not None else None,
+        "trainable_params": allocation["trainable_params"], "total_params": TOTAL_PARAMS,
+        "efficiency_pct": 100 * allocation["trainable_params"] / TOTAL_PARAMS,
+        "allocation_summary": {"mean_rank": sum(ranks) / len(ranks), "min_rank": min(ranks), "max_rank": max(ranks),
+                               "ranks_by_role": by_role},
+        "steps": steps if done else (diverged_step or 0), "train_time_s": train_time_s, "probe_time_s": 0.0,
+        "tokens_per_s": 1234.5, "supervised_tokens_per_s": 456.7, "peak_memory_mb": 812.5,
+        "data": {"source": "builtin", "hash": data_hash, "n_train": 180, "n_eval": 20},
+        "environment": {"python": "3.12.3", "torch": "2.13.0", "transformers": "4.56.1", "peft": "0.17.1",
+                        "device": "cpu", "git_sha": "abc1234", "git_dirty": False},
+        "config": config,
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run_dir / "allocation.json").write_text(json.dumps(allocation, indent=2))
+    (run_dir / "data_report.json").write_text(json.dumps({"hash": data_hash, "n_train": 180, "n_eval": 20}))
+    metrics = _metrics(eval_loss, base_eval_loss, steps, diverged_step, done)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def write_suite(sweep: Path, name: str, **extra: Any) -> None:
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / "suite.yaml").write_text(yaml.safe_dump({"name": name, **extra}, sort_keys=False))
+
+
+def add_run(sweep: Path, **fields: Any) -> dict[str, Any]:
+    run_id = _run_id(fields["label"], fields["budget_label"], fields["seed"])
+    return write_run(sweep / "runs" / run_id, **fields)
+
+
+# --- the standard sweep ------------------------------------------------------------------------
+
+SEEDS = (0, 1, 2)
+BUDGETS = {"r4": 4, "r8": 8}
+LABELS = {"uniform": "uniform", "linear_decay": "linear_decay 16->4", "attention_heavy": "attention_heavy 16/8"}
+# Per-seed (strategy - uniform) eval-loss differences: the stats must recover exactly these.
+DIFFS = {
+    ("linear_decay", "r4"): (-0.10, -0.05, -0.12),
+    ("attention_heavy", "r4"): (0.02, 0.04, 0.03),
+    ("linear_decay", "r8"): (-0.02, 0.01, -0.05),
+    ("attention_heavy", "r8"): (0.05, 0.09, 0.07),
+}
+
+
+UNPAIRED_SEED = 5
+
+
+def uniform_loss(budget: str, seed: int) -> float:
+    return 3.0 + 0.1 * seed - (0.2 if budget == "r8" else 0.0)
+
+
+def standard_sweep(root: Path) -> tuple[Path, dict[str, Any]]:
+    """3 strategies x 2 budgets x 3 seeds (done), plus one done linear_decay run at a seed uniform lacks,
+    a diverged run, an error run and three broken directories (invalid JSON, no result.json,
+    result.json missing keys)."""
+    sweep = Path(root) / "sweep"
+    write_suite(sweep, "test-suite", strategies=list(LABELS))
+    for budget, rank in BUDGETS.items():
+        for strategy, label in LABELS.items():
+            for i, seed in enumerate(SEEDS):
+                diff = 0.0 if strategy == "uniform" else DIFFS[(strategy, budget)][i]
+                add_run(sweep, strategy=strategy, label=label, budget_label=budget, seed=seed, rank=rank,
+                        budget_target=uniform_params(rank), eval_loss=round(uniform_loss(budget, seed) + diff, 10),
+                        train_time_s=10.0 + rank + seed)
+    # A finished run whose seed has no uniform partner: it must not enter the paired statistics.
+    add_run(sweep, strategy="linear_decay", label=LABELS["linear_decay"], budget_label="r8", seed=UNPAIRED_SEED,
+            rank=8, budget_target=uniform_params(8), eval_loss=2.0)
+    diverged = add_run(sweep, strategy="empirical", label="empirical", budget_label="r8", seed=0, rank=8,
+                       budget_target=uniform_params(8), eval_loss=None, status="diverged",
+                       error="loss became non-finite at step 7", diverged_step=7)
+    errored = add_run(sweep, strategy="linear_decay", label=LABELS["linear_decay"], budget_label="r4", seed=3, rank=4,
+                      budget_target=uniform_params(4), eval_loss=None, status="error", error="RuntimeError: boom")
+    runs = sweep / "runs"
+    (runs / "badjson").mkdir()
+    (runs / "badjson" / "result.json").write_text('{"run_id": "badjson", "status": ')
+    (runs / "partial").mkdir()
+    (runs / "partial" / "config.yaml").write_text("model: {name: x}\n")
+    (runs / "missingkeys").mkdir()
+    (runs / "missingkeys" / "result.json").write_text(json.dumps({"run_id": "missingkeys", "status": "done"}))
+    expected = {
+        "n_valid": len(BUDGETS) * len(LABELS) * len(SEEDS) + 3,
+        "diverged_id": diverged["run_id"], "error_id": errored["run_id"],
+        "skipped": {"badjson", "partial", "missingkeys"},
+    }
+    return sweep, expected
+
+
+def seed_study_sweep(root: Path) -> Path:
+    """The study mode: budget `own`, uniform r8 and r16 both present, two seeds."""
+    sweep = Path(root) / "seed"
+    write_suite(sweep, "seed-study")
+    specs = [
+        ("uniform", "uniform r8", 8, 0.0),
+        ("uniform", "uniform r16", 16, -0.1),
+        ("linear_decay", "linear_decay 16->4", 8, -0.03),  # 10 ranks on average: closest to r8
+        ("mlp_heavy", "mlp_heavy 8/16", 16, -0.12),  # attention 8, MLP 16: closest to r16
+    ]
+    for strategy, label, rank, offset in specs:
+        for seed in (0, 1):
+            add_run(sweep, strategy=strategy, label=label, budget_label="own", seed=seed, rank=rank,
+                    eval_loss=round(3.0 + 0.1 * seed + offset + 0.01 * seed * (strategy != "uniform"), 10),
+                    model="microsoft/DialoGPT-medium")
+    add_run(sweep, strategy="attention_heavy", label="attention_heavy 16/8", budget_label="own", seed=0, rank=16,
+            eval_loss=None, status="diverged", error="loss became non-finite at step 3", diverged_step=3,
+            model="microsoft/DialoGPT-medium")
+    return sweep
