@@ -221,9 +221,11 @@ def verify(peft_model, allocation: Allocation, adapter_name: str = "default") ->
     missing = sorted(set(allocation.ranks) - seen)
     if missing:
         problems.append(f"{len(missing)} planned modules have no adapter, e.g. {missing[0]}")
+    # A model loaded for inference has no trainable parameters; then count the LoRA weights themselves.
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    if trainable != allocation.trainable_params:
-        problems.append(f"trainable parameters {trainable:,} != planned {allocation.trainable_params:,}")
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if ".lora_A." in n or ".lora_B." in n)
+    if lora != allocation.trainable_params or (trainable and trainable != allocation.trainable_params):
+        problems.append(f"trainable parameters {trainable or lora:,} != planned {allocation.trainable_params:,}")
     if problems:
         raise RuntimeError(f"the PEFT model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5]))
 
