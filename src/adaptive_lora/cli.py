@@ -71,6 +71,11 @@ def _add_plan_parser(commands) -> None:
     parser.add_argument("--out", help="write the allocation JSON here")
     parser.add_argument("--peft-config", metavar="DIR", help="write a PEFT adapter_config.json into DIR")
     parser.add_argument("--json", action="store_true", help="print a machine-readable plan")
+    probe = parser.add_argument_group("data-driven strategies (gradient_importance, eva, spectrum: real weights are loaded)")
+    probe.add_argument("--data", help="training data the probe reads (builtin, a data file, a dataset directory or a hub id)")
+    probe.add_argument("--sequence-len", type=int, default=256, help="token limit per row, as training.sequence_len (default 256)")
+    probe.add_argument("--max-samples", type=int, help="rows used before the train/eval split, as data.max_samples")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the probe's batch selection, as training.seed (default 0)")
     parser.set_defaults(func=cmd_plan)
 
 
@@ -105,11 +110,12 @@ def cmd_plan(args) -> int:
     from .planning import plan
     from .report_plan import format_plan, plan_json
 
+    model, context = _plan_context(args)
     allocation = plan(
-        args.model, args.strategy, _parse_key_values(args.params, "--set"), rank=args.rank, budget=args.budget,
+        model, args.strategy, _parse_key_values(args.params, "--set"), rank=args.rank, budget=args.budget,
         budget_rank=args.budget_rank, alpha_policy=args.alpha_policy, lora_alpha=args.lora_alpha,
         min_rank=args.min_rank, max_rank=args.max_rank, trust_remote_code=args.trust_remote_code,
-        target_modules=[t.strip() for t in args.target_modules.split(",")] if args.target_modules else None,
+        target_modules=[t.strip() for t in args.target_modules.split(",")] if args.target_modules else None, **context,
     )
     if args.out:
         allocation.save(args.out)
@@ -123,6 +129,34 @@ def cmd_plan(args) -> int:
             if path:
                 print(f"wrote {what} to {path}")
     return 0
+
+
+def _plan_context(args):
+    """The model (real weights only when the strategy measures them) and the probe's data and seed."""
+    from .strategies import get_strategy
+
+    needs = get_strategy(args.strategy).needs
+    if not needs:
+        return args.model, {}
+    if "data" in needs and not args.data:
+        raise UserError(f"strategy {args.strategy!r} probes training data: add --data SRC (e.g. --data builtin)")
+    from .environment import load_dtype, resolve_device, resolve_precision
+    from .models import load_model
+
+    device = resolve_device("auto")
+    model = load_model(args.model, load_dtype(resolve_precision("auto", device)), device, args.trust_remote_code)
+    model.requires_grad_(False)
+    model.eval()
+    context = {"seed": args.seed}
+    if "data" in needs or "tokenizer" in needs:
+        from .config import DataConfig
+        from .data import prepare_data
+        from .models import load_tokenizer
+
+        context["tokenizer"] = load_tokenizer(args.model, args.trust_remote_code)
+        if args.data:
+            context["data"] = prepare_data(DataConfig(source=args.data, max_samples=args.max_samples), context["tokenizer"], args.sequence_len)
+    return model, context
 
 
 def _add_train_parser(commands) -> None:

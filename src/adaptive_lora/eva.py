@@ -13,9 +13,12 @@ SVD with every module at the largest final rank (rho = 1: nothing is redistribut
 module's leading `rank` components - the prefix EVA itself would keep - and load them with
 `initialize_lora_eva_weights`. Both SVDs count into `probe_time_s`.
 
-PEFT iterates over the probe batches until the components converge (cosine similarity >= tau); our
-forward function stops it after `max_iterations` forward passes and takes the components as they
-are then (`meta["eva_forced_convergence"]` says so).
+PEFT cycles over the batches until the components converge (cosine similarity >= tau between two
+updates), a test meant for a stream of fresh data. Our probe is a fixed handful of batches, and
+repeating them does not change the PCA they define, so after `passes` passes (default 2) over them
+our forward function marks the components converged and PEFT takes them as they are then
+(`meta["eva_forced_convergence"]` says whether this happened, `meta["eva_iterations"]` counts the
+forward passes, the first of which only detects modules that share an input).
 """
 
 from __future__ import annotations
@@ -48,14 +51,14 @@ class _GuardedForward:
     def __call__(self, model: nn.Module, inputs: dict) -> None:
         from peft.tuners.lora.eva import SVDHook
 
+        if self.calls >= self.limit:
+            hooks = [h for m in model.modules() for h in m._forward_hooks.values() if isinstance(h, SVDHook)]
+            if all(hasattr(h.svd, "components_") for h in hooks):  # else feed the batch: every hook needs components
+                for hook in hooks:
+                    hook.converged = torch.ones_like(hook.converged)
+                self.forced = self.forced or bool(hooks)
+                return
         self.calls += 1
-        if self.calls > self.limit:
-            for module in model.modules():
-                for hook in module._forward_hooks.values():
-                    if isinstance(hook, SVDHook) and hasattr(hook.svd, "components_"):
-                        hook.converged = torch.ones_like(hook.converged)
-                        self.forced = True
-            return
         causal_lm = causal_lm_of(model)
         kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
         if supports_sparse_head(causal_lm):
@@ -65,7 +68,7 @@ class _GuardedForward:
 
 
 def eva_components(model: nn.Module, ranks: dict[str, int], batches: list[dict], *, rho: float, tau: float,
-                   use_label_mask: bool, whiten: bool, max_iterations: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                   use_label_mask: bool, whiten: bool, passes: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """PEFT's `get_eva_state_dict` on a plain (not PEFT-wrapped) model: module name -> (rank', in) components,
     where rank' comes from EVA's redistribution of sum(ranks) over modules (each capped at round(rank * rho))."""
     from peft import EvaConfig, LoraConfig
@@ -84,7 +87,7 @@ def eva_components(model: nn.Module, ranks: dict[str, int], batches: list[dict],
         r=base_r, target_modules=names, rank_pattern={_escape(n): r for n, r in ranks.items() if r != base_r},
         init_lora_weights="eva", eva_config=EvaConfig(rho=rho, tau=tau, use_label_mask=use_label_mask, whiten=whiten),
     )
-    forward = _GuardedForward(max_iterations)
+    forward = _GuardedForward(1 + passes * len(batches))
     was_training = model.training
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(_Quiet()):
@@ -93,20 +96,22 @@ def eva_components(model: nn.Module, ranks: dict[str, int], batches: list[dict],
     finally:
         model.train(was_training)
     state = {name: u.detach() for name, u in state.items()}
-    return state, {"eva_iterations": min(forward.calls, max_iterations), "eva_forced_convergence": forward.forced}
+    return state, {"eva_iterations": forward.calls, "eva_forced_convergence": forward.forced}
 
 
 def eva(anatomy: Anatomy, *, rank: int, rho: float, tau: float, probe_batches: int, probe_batch_size: int,
-        max_iterations: int, use_label_mask: bool, whiten: bool, init: bool, model: nn.Module, data: Any, seed: int) -> StrategyOutput:
+        passes: int, use_label_mask: bool, whiten: bool, init: bool, model: nn.Module, data: Any, seed: int) -> StrategyOutput:
     """The rank pattern EVA's redistribution gives r per module (rho x r at most), as a shape."""
     if isinstance(model, str):
         raise UserError("eva needs the loaded model (real weights), not a model name")
     if rho < 1:
         raise UserError(f"eva: rho must be >= 1 (1 = no redistribution), got {rho}")
+    if not 0 <= tau <= 1:
+        raise UserError(f"eva: tau is a cosine similarity in [0, 1], got {tau}")
     start = time.perf_counter()
     batches, rows = _batches(data, model, seed, probe_batches, probe_batch_size)
     state, info = eva_components(model, {n: rank for n in anatomy.names}, batches, rho=rho, tau=tau,
-                                 use_label_mask=use_label_mask, whiten=whiten, max_iterations=max_iterations)
+                                 use_label_mask=use_label_mask, whiten=whiten, passes=passes)
     eva_ranks = {n: int(state[n].shape[0]) if n in state else 0 for n in anatomy.names}
     meta = {
         "method": "eva", "eva_ranks": eva_ranks, "eva_rank_budget": rank * len(anatomy.names), **info,
@@ -132,15 +137,17 @@ def attach_eva(model: nn.Module, allocation, lora_dropout: float, context: dict[
     p = allocation.params
     start = time.perf_counter()
     batches, rows = _batches(base.data, model, cfg.training.seed, int(p.get("probe_batches", 4)), int(p.get("probe_batch_size", 4)))
-    widest = max(allocation.ranks.values())
+    widest = max(allocation.ranks.values())  # one width for all: rho = 1 then redistributes nothing
+    by_name = allocation.anatomy.by_name()
     state, info = eva_components(
-        model, {n: widest for n in allocation.ranks}, batches, rho=1.0, tau=float(p.get("tau", 0.99)),
+        model, {n: min(widest, by_name[n].in_features) for n in allocation.ranks}, batches, rho=1.0, tau=float(p.get("tau", 0.99)),
         use_label_mask=bool(p.get("use_label_mask", True)), whiten=bool(p.get("whiten", False)),
-        max_iterations=int(p.get("max_iterations", 50)),
+        passes=int(p.get("passes", 2)),
     )
     short = [n for n, r in allocation.ranks.items() if n not in state or state[n].shape[0] < r]
     if short:
-        raise RuntimeError(f"eva: PEFT returned fewer components than planned for {len(short)} modules, e.g. {short[0]}")
+        raise RuntimeError(f"eva: fewer EVA components than planned ranks for {len(short)} modules, e.g. {short[0]} "
+                           "(a rank above the module's input size cannot be EVA-initialised; set allocation.params.init=false)")
     eva_state = {f"base_model.model.{n}": state[n][:r] for n, r in allocation.ranks.items()}
     config = allocation.to_peft_config(lora_dropout=lora_dropout, init_lora_weights="eva",
                                        eva_config=EvaConfig(rho=1.0, tau=float(p.get("tau", 0.99)), adjust_scaling_factors=False))

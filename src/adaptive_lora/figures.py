@@ -426,6 +426,14 @@ def render_all(df: pd.DataFrame, out_dir: str | Path) -> tuple[list[FigureFile],
     except Exception as exc:  # noqa: BLE001
         log.warning("rank heatmaps failed", exc_info=True)
         errors.append(f"rank_heatmap: {type(exc).__name__}: {exc}")
+    try:  # importance scores and AdaLoRA's rank movement, when data-driven runs recorded them
+        from .figures_importance import importance_figure_specs, runs_from_frame
+
+        for name, title, caption, fig in importance_figure_specs(runs_from_frame(df)) if len(df) else []:
+            files.append(_save(fig, out_dir, name, title, caption))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("importance figures failed", exc_info=True)
+        errors.append(f"importance: {type(exc).__name__}: {exc}")
     _remove_stale_heatmaps(out_dir, {f.name for f in files})
     return files, errors
 

@@ -56,7 +56,7 @@ register(Strategy(
      Param("rho", float, 2.0, "a module may take up to rho x r components (1 = no redistribution)", 1.0),
      Param("tau", float, 0.99, "cosine similarity at which PEFT's incremental SVD counts as converged", 0.0),
      *_PROBE,
-     Param("max_iterations", int, 50, "forward passes after which the SVD is taken as converged", 2),
+     Param("passes", int, 2, "passes over the probe batches after which the SVD counts as converged", 1),
      Param("use_label_mask", bool, True, "SVD over response tokens only"),
      Param("whiten", bool, False, "whiten the components (EVA option)"),
      Param("init", bool, True, "initialise LoRA A with EVA components at the final ranks when training")),
