@@ -94,7 +94,7 @@ class MetricsCallback(TrainerCallback):
         self.stats, self.path, self.evaluate, self.eval_steps = stats, path, evaluate, eval_steps
         self.progress, self.log = progress, log
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         record = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
         self.stats.history.append(record)
         with open(self.path, "a", encoding="utf-8") as handle:
@@ -106,7 +106,7 @@ class MetricsCallback(TrainerCallback):
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens,
                   "train_loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
-        self._write(record)
+        self.write(record)
         self.log(f"step {state.global_step}/{state.max_steps} loss {logs.get('loss'):.4f} lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm') or float('nan'):.3f}")
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -115,7 +115,7 @@ class MetricsCallback(TrainerCallback):
             self.progress(state.global_step, state.max_steps, self.stats.last_finite_loss)
         if self.evaluate and self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
             metrics = self.evaluate()
-            self._write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens, "eval_loss": metrics["loss"]})
+            self.write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens, "eval_loss": metrics["loss"]})
             self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
 
 

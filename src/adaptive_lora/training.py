@@ -213,6 +213,9 @@ class _Run:
         eval_loader = base.eval_loader()
         evaluate = timed_eval(peft_model, eval_loader, base.device, autocast_dtype(base.precision))
         has_checkpoints = bool(self.cfg.training.save_steps)
+        metrics = MetricsCallback(stats, self.dir / "metrics.jsonl", evaluate, self.cfg.training.eval_steps, progress, self.log)
+        if not self._checkpoint_to_resume():  # the base's eval loss is the eval curve's first point
+            metrics.write({"step": 0, "epoch": 0.0, "tokens_seen": 0, "eval_loss": base_metrics["loss"]})
         trainer = AdapterTrainer(
             model=peft_model,
             args=training_arguments(self.cfg, self.dir / "checkpoints", base.precision, base.device, has_checkpoints),
@@ -220,7 +223,7 @@ class _Run:
             data_collator=Collator(base.tokenizer),
             callbacks=[
                 GuardCallback(stats, check_grads=base.precision != "fp16"),  # fp16's loss scaler skips inf steps itself
-                MetricsCallback(stats, self.dir / "metrics.jsonl", evaluate, self.cfg.training.eval_steps, progress, self.log),
+                metrics,
                 *attached.callbacks,
             ],
             stats=stats,
@@ -237,6 +240,7 @@ class _Run:
             self.train_seconds = time.perf_counter() - start
             self.steps = trainer.state.global_step
         final = evaluate()
+        metrics.write({"step": self.steps, "epoch": round(trainer.state.epoch or 0.0, 4), "tokens_seen": stats.tokens, "eval_loss": final["loss"]})
         if attached.finalize is not None:
             self.allocation = attached.finalize(peft_model, self.allocation)
             self.allocation.save(self.dir / "allocation.json")
