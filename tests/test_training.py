@@ -159,6 +159,9 @@ def test_finished_run_is_not_overwritten_unless_asked(tiny_llama_dir, data_file,
     assert cli_main(common) == 0
     assert "already holds a finished run" in capsys.readouterr().out
     assert (out / "result.json").read_text() == first
+    different = [*common, "training.max_steps=1"]
+    assert cli_main(different) == 2 and "different config" in capsys.readouterr().err
+    assert (out / "result.json").read_text() == first
     assert cli_main([*common, "--overwrite"]) == 0
     assert json.loads((out / "result.json").read_text())["wall_time_s"] != json.loads(first)["wall_time_s"]
 

@@ -182,7 +182,7 @@ def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tup
 
 def cmd_train(args) -> int:
     from .config import load_run_config
-    from .training import config_id, finished_result, train
+    from .training import config_id, finished_run_of, train
 
     config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
     flags = {"model.name": args.model, "data.source": args.data, "allocation.strategy": args.strategy,
@@ -190,7 +190,7 @@ def cmd_train(args) -> int:
     cfg = load_run_config(config_path, overrides).with_overrides({k: v for k, v in flags.items() if v is not None})
     if not args.out and not any(o.startswith("output.dir=") for o in overrides) and not (config_path and _yaml_sets_output_dir(config_path)):
         cfg = cfg.with_overrides({"output.dir": f"runs/{cfg.allocation.strategy}-{config_id(cfg)}"})
-    if finished_result(cfg.output.dir) and not cfg.output.overwrite:
+    if not cfg.output.overwrite and finished_run_of(cfg):
         print(f"{cfg.output.dir} already holds a finished run; nothing to do (use --overwrite to train it again)")
         return 0
     result = train(cfg, progress=_step_printer())
@@ -291,7 +291,12 @@ def cmd_report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options too (`train --out d training.max_steps=3`).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # transformers 5 deprecation notices triggered inside PEFT say nothing actionable to our users.
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

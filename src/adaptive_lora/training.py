@@ -104,13 +104,25 @@ def train(
     """
     cfg = _as_config(config, overrides)
     run_dir = Path(cfg.output.dir)
-    done = finished_result(run_dir)
-    if done and not cfg.output.overwrite:
+    done = None if cfg.output.overwrite else finished_run_of(cfg)
+    if done:
         log.info("%s already holds a finished run; returning its result", run_dir)
         return done
     _clear_run_dir(run_dir, keep_checkpoints=cfg.output.resume)
     run = _Run(cfg, run_dir, run_id or config_id(cfg), labels or {})
     return run.execute(base, allocation, progress)
+
+
+def finished_run_of(cfg: RunConfig) -> dict | None:
+    """The result in cfg.output.dir if it is a finished run of this config; an error if it is another config's."""
+    done = finished_result(cfg.output.dir)
+    if done and _without_output(done.get("config")) != _without_output(cfg.to_dict()):
+        raise UserError(f"{cfg.output.dir} holds a finished run of a different config; choose another output.dir (--out) or overwrite it (--overwrite)")
+    return done
+
+
+def _without_output(config: dict | None) -> dict | None:
+    return {k: v for k, v in config.items() if k != "output"} if isinstance(config, dict) else None
 
 
 def config_id(cfg: RunConfig) -> str:
