@@ -167,13 +167,10 @@ def attach_adalora(model: nn.Module, allocation, lora_dropout: float, context: d
 
 def check_adalora(peft_model, allocation, init_r: int) -> None:
     """AdaLoRA's own `verify`: every planned module has P (out x init_r), E (init_r x 1), Q (init_r x in)."""
-    from .allocation import _strip_peft_prefix
+    from .allocation import adapted_modules
 
     planned, seen, problems = allocation.anatomy.by_name(), set(), []
-    for name, module in peft_model.named_modules():
-        if ADAPTER not in getattr(module, "lora_E", {}):
-            continue
-        key = _strip_peft_prefix(name)
+    for key, module in adapted_modules(peft_model, "lora_E", ADAPTER):
         seen.add(key)
         if key not in allocation.ranks:
             problems.append(f"{key}: adapted but not planned")

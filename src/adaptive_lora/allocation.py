@@ -203,10 +203,7 @@ def verify(peft_model, allocation: Allocation, adapter_name: str = "default") ->
     problems: list[str] = []
     seen = set()
     planned = allocation.anatomy.by_name()
-    for name, module in peft_model.named_modules():
-        if not hasattr(module, "lora_A") or adapter_name not in getattr(module, "lora_A", {}):
-            continue
-        key = _strip_peft_prefix(name)
+    for key, module in adapted_modules(peft_model, "lora_A", adapter_name):
         seen.add(key)
         if key not in allocation.ranks:
             problems.append(f"{key}: adapted but not in the plan")
@@ -228,6 +225,13 @@ def verify(peft_model, allocation: Allocation, adapter_name: str = "default") ->
         problems.append(f"trainable parameters {trainable or lora:,} != planned {allocation.trainable_params:,}")
     if problems:
         raise RuntimeError(f"the PEFT model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5]))
+
+
+def adapted_modules(peft_model, attribute: str = "lora_A", adapter_name: str = "default"):
+    """(name in the base model, module) for every module that carries this adapter's `attribute`."""
+    for name, module in peft_model.named_modules():
+        if adapter_name in getattr(module, attribute, {}):
+            yield _strip_peft_prefix(name), module
 
 
 def _strip_peft_prefix(name: str) -> str:
