@@ -32,7 +32,7 @@ import torch
 from adaptive_lora.anatomy import inspect_model
 from adaptive_lora.config import RunConfig
 from adaptive_lora.data import Collator
-from adaptive_lora.environment import load_dtype, resolve_device, resolve_precision
+from adaptive_lora.environment import resolve_device, resolve_precision
 from adaptive_lora.planning import plan
 from adaptive_lora.training import prepare_base
 
@@ -101,16 +101,10 @@ def make_trainer(kind: str, base, allocation, precision: str):
 
 def step(trainer, batch) -> None:
     trainer.model.train()
-    count = batch["labels"][:, 1:].ne(-100).sum()
-    trainer.training_step(trainer.model, dict(batch), count if isinstance(trainer, _adapter_trainer()) else None)
+    count = batch["labels"][:, 1:].ne(-100).sum()  # both trainers normalise by supervised tokens
+    trainer.training_step(trainer.model, dict(batch), count)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
-
-
-def _adapter_trainer():
-    from adaptive_lora.engine import AdapterTrainer
-
-    return AdapterTrainer
 
 
 def sync(device: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -167,7 +166,7 @@ def test_local_and_process_executors_give_identical_results(tiny_llama_dir, data
 def test_ray_executor_on_a_local_instance(tiny_llama_dir, data_file, tmp_path):
     ray = pytest.importorskip("ray")
     suite_path = write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])
-    local = run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True, report=False))
+    run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True, report=False))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = run_sweep(load_suite(str(suite_path)), tmp_path / "ray", SweepOptions(executor="ray", cpus_per_run=1, quiet=True, report=False))

@@ -88,7 +88,7 @@ def _parse_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a parameter count (e.g. 3145728 or 3.1M)") from None
 
 
-def _parse_key_values(items: list[str], what: str) -> dict:
+def _parse_key_values(items: list[str]) -> dict:
     from .config import parse_override
 
     return dict(parse_override(item) for item in items)
@@ -113,7 +113,7 @@ def cmd_plan(args) -> int:
 
     model, context = _plan_context(args)
     allocation = plan(
-        model, args.strategy, _parse_key_values(args.params, "--set"), rank=args.rank, budget=args.budget,
+        model, args.strategy, _parse_key_values(args.params), rank=args.rank, budget=args.budget,
         budget_rank=args.budget_rank, alpha_policy=args.alpha_policy, lora_alpha=args.lora_alpha,
         min_rank=args.min_rank, max_rank=args.max_rank, trust_remote_code=args.trust_remote_code,
         target_modules=[t.strip() for t in args.target_modules.split(",")] if args.target_modules else None, **context,
@@ -246,6 +246,8 @@ def _add_report_parser(commands) -> None:
 
 
 def cmd_run(args) -> int:
+    from pathlib import Path
+
     from .suite import load_suite
     from .sweep import SweepOptions, plan_work, run_sweep
 
@@ -255,7 +257,7 @@ def cmd_run(args) -> int:
     suite = load_suite(suite_name, overrides)
     out = args.out or f"sweeps/{suite.name}"
     if args.list:
-        todo, skipped = plan_work(suite, __import__("pathlib").Path(out), args.retry_failed)
+        todo, _ = plan_work(suite, Path(out), args.retry_failed)
         for spec in suite.runs:
             state = "to run" if spec in todo else "skip"
             print(f"{spec.run_id}  {spec.label} [{spec.budget.label}] seed {spec.seed}  ({state})")

@@ -28,8 +28,8 @@ class RunProgress:
         loss_text = f"{loss:.4f}" if loss is not None else "-"
         if self.progress is not None:
             self.progress.update(self.task_id, completed=step, total=total, loss=loss_text)
-            if step >= total and self.task_id is not None:
-                self.progress.stop() if len(self.progress.tasks) == 1 else None
+            if step >= total and len(self.progress.tasks) == 1:  # a standalone run's bar ends with it
+                self.progress.stop()
         elif time.monotonic() - self._last_print > 10 or step >= total:
             self._last_print = time.monotonic()
             print(f"[{self.label}] step {step}/{total} loss {loss_text}", file=sys.stderr, flush=True)
