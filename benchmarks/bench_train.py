@@ -87,12 +87,20 @@ def make_trainer(kind: str, base, allocation, precision: str):
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from adaptive_lora.engine import AdapterTrainer, StepStats
+    from adaptive_lora.training.engine import AdapterTrainer, StepStats
 
     model = get_peft_model(copy.deepcopy(base.model), allocation.to_peft_config())
-    args = TrainingArguments(output_dir="/tmp/adaptive-lora-bench", per_device_train_batch_size=BATCH, learning_rate=1e-4,
-                             report_to=[], disable_tqdm=True, bf16=precision == "bf16", use_cpu=base.device == "cpu",
-                             remove_unused_columns=False, logging_nan_inf_filter=False)
+    args = TrainingArguments(
+        output_dir="/tmp/adaptive-lora-bench",
+        per_device_train_batch_size=BATCH,
+        learning_rate=1e-4,
+        report_to=[],
+        disable_tqdm=True,
+        bf16=precision == "bf16",
+        use_cpu=base.device == "cpu",
+        remove_unused_columns=False,
+        logging_nan_inf_filter=False,
+    )
     trainer = AdapterTrainer(model=model, args=args, stats=StepStats()) if kind != "plain" else Trainer(model=model, args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=1000)
     trainer.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
@@ -145,15 +153,23 @@ def main() -> None:
 
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
-    config = RunConfig.from_dict({"model": {"device": device}, "data": {"max_samples": 64, "val_set_size": 8},
-                                  "training": {"sequence_len": SEQ, "micro_batch_size": BATCH}})
+    config = RunConfig.from_dict(
+        {
+            "model": {"device": device},
+            "data": {"max_samples": 64, "val_set_size": 8},
+            "training": {"sequence_len": SEQ, "micro_batch_size": BATCH},
+        }
+    )
     base = prepare_base(config)
     anatomy = inspect_model(base.model)
     uniform = plan(anatomy, "uniform", rank=8)
     hetero = plan(anatomy, "linear_decay", {"start": 16, "end": 4}, budget=uniform.trainable_params)
     batch = fixed_batch(base)
     variants = {"ours": (uniform, True), "plain": (uniform, False), "ours-het": (hetero, True)}
-    trainers = {name: make_trainer("plain" if name == "plain" else "ours", base, alloc, precision) for name, (alloc, _) in variants.items()}
+    trainers = {
+        name: make_trainer("plain" if name == "plain" else "ours", base, alloc, precision)
+        for name, (alloc, _) in variants.items()
+    }
 
     for _ in range(2):  # warm-up, interleaved
         for trainer in trainers.values():
@@ -172,13 +188,24 @@ def main() -> None:
     peak_gflops = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
 
     tokens = batch["input_ids"].numel()
-    results = {"device": device, "precision": precision, "threads": torch.get_num_threads(), "batch": [BATCH, SEQ],
-               "matmul_peak_gflops": peak_gflops, "variants": {}}
+    results = {
+        "device": device,
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "batch": [BATCH, SEQ],
+        "matmul_peak_gflops": peak_gflops,
+        "variants": {},
+    }
     for name, (alloc, sparse) in variants.items():
         median = sorted(seconds[name])[len(seconds[name]) // 2]
         flops = step_flops(anatomy, alloc, base.model.config, batch, sparse)
-        results["variants"][name] = {"step_s": median, "tokens_per_s": tokens / median, "peak_mem_mb": peaks[name] / 2**20,
-                                     "gflops": flops / median / 1e9, "trainable_params": alloc.trainable_params}
+        results["variants"][name] = {
+            "step_s": median,
+            "tokens_per_s": tokens / median,
+            "peak_mem_mb": peaks[name] / 2**20,
+            "gflops": flops / median / 1e9,
+            "trainable_params": alloc.trainable_params,
+        }
     v = results["variants"]
     results["speedup_vs_plain"] = v["ours"]["tokens_per_s"] / v["plain"]["tokens_per_s"]
     results["hetero_vs_uniform"] = v["ours-het"]["tokens_per_s"] / v["ours"]["tokens_per_s"]
@@ -190,14 +217,20 @@ def main() -> None:
 
 
 def report(r: dict) -> None:
-    print(f"device {r['device']} ({r['precision']}, {r['threads']} threads), batch {r['batch'][0]} x {r['batch'][1]} tokens, "
-          f"matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s")
+    print(
+        f"device {r['device']} ({r['precision']}, {r['threads']} threads), batch {r['batch'][0]} x {r['batch'][1]} tokens, "
+        f"matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s"
+    )
     print(f"{'variant':10s} {'step s':>8s} {'tokens/s':>10s} {'peak MB':>9s} {'GFLOP/s':>9s} {'params':>11s}")
     for name, v in r["variants"].items():
-        print(f"{name:10s} {v['step_s']:8.3f} {v['tokens_per_s']:10.0f} {v['peak_mem_mb']:9.0f} {v['gflops']:9.1f} {v['trainable_params']:11,}")
-    checks = [("ours vs plain tokens/s", r["speedup_vs_plain"], ">= 1.15", r["speedup_vs_plain"] >= 1.15),
-              ("heterogeneous vs uniform", r["hetero_vs_uniform"], ">= 0.95", r["hetero_vs_uniform"] >= 0.95),
-              ("ours / matmul peak", r["fraction_of_peak"], ">= 0.60", r["fraction_of_peak"] >= 0.60)]
+        print(
+            f"{name:10s} {v['step_s']:8.3f} {v['tokens_per_s']:10.0f} {v['peak_mem_mb']:9.0f} {v['gflops']:9.1f} {v['trainable_params']:11,}"
+        )
+    checks = [
+        ("ours vs plain tokens/s", r["speedup_vs_plain"], ">= 1.15", r["speedup_vs_plain"] >= 1.15),
+        ("heterogeneous vs uniform", r["hetero_vs_uniform"], ">= 0.95", r["hetero_vs_uniform"] >= 0.95),
+        ("ours / matmul peak", r["fraction_of_peak"], ">= 0.60", r["fraction_of_peak"] >= 0.60),
+    ]
     for label, value, target, ok in checks:
         print(f"{label:26s} {value:6.2f}x  target {target}  {'PASS' if ok else 'MISS'}")
 

@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 
 from adaptive_lora.config import RunConfig
+from adaptive_lora.errors import UserError
+from adaptive_lora.schema import RUN_MARKER, SWEEP_MARKER
+from adaptive_lora.sweep.suite import suite_from_dict
 
 NUM_LAYERS = 4
 HIDDEN, MLP = 64, 256
@@ -68,16 +71,31 @@ def _run_id(label: str, budget_label: str, seed: int) -> str:
 
 def _allocation(strategy: str, plan: dict, target: int | None, alpha: float = 16.0) -> dict:
     modules = [
-        {"name": f"model.layers.{layer}.{ROLES[role][0]}", "layer": layer, "role": role,
-         "in_features": ROLES[role][1], "out_features": ROLES[role][2], "rank": r, "alpha": 2.0 * r}
+        {
+            "name": f"model.layers.{layer}.{ROLES[role][0]}",
+            "layer": layer,
+            "role": role,
+            "in_features": ROLES[role][1],
+            "out_features": ROLES[role][2],
+            "rank": r,
+            "alpha": 2.0 * r,
+        }
         for (layer, role), r in sorted(plan.items())
     ]
     trainable = plan_params(plan)
     return {
-        "strategy": strategy, "params": {}, "alpha_policy": "proportional", "lora_alpha": alpha, "lora_r": 8,
-        "model_type": "llama", "num_layers": NUM_LAYERS, "trainable_params": trainable, "total_params": TOTAL_PARAMS,
+        "strategy": strategy,
+        "params": {},
+        "alpha_policy": "proportional",
+        "lora_alpha": alpha,
+        "lora_r": 8,
+        "model_type": "llama",
+        "num_layers": NUM_LAYERS,
+        "trainable_params": trainable,
+        "total_params": TOTAL_PARAMS,
         "budget": {"target": target, "budget_rank": None, "achieved": trainable},
-        "modules": modules, "scores": None,
+        "modules": modules,
+        "scores": None,
     }
 
 
@@ -87,9 +105,14 @@ def _metrics(eval_loss: float | None, base: float, steps: int, diverged_step: in
     lines = []
     last = diverged_step or (steps if done else steps // 2 - 1)
     for step in range(1, last + 1):
-        line = {"step": step, "epoch": step / steps, "tokens_seen": 512 * step,
-                "train_loss": round(final + (base + 0.5 - final) * math.exp(-step / 3), 6),
-                "learning_rate": 5e-4, "grad_norm": 1.0}
+        line = {
+            "step": step,
+            "epoch": step / steps,
+            "tokens_seen": 512 * step,
+            "train_loss": round(final + (base + 0.5 - final) * math.exp(-step / 3), 6),
+            "learning_rate": 5e-4,
+            "grad_norm": 1.0,
+        }
         if step == diverged_step:
             line["train_loss"] = None  # JSON never holds NaN: the diverged step logs null
         if step in (steps // 2, steps):
@@ -121,6 +144,7 @@ def write_run(
     """Write a complete run directory; returns the result.json content."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).touch()
     plan = rank_plan(strategy, rank)
     allocation = _allocation(strategy, plan, budget_target)
     config = RunConfig().to_dict()
@@ -132,25 +156,50 @@ def write_run(
     by_role = {role: sum(r for (_, ro), r in plan.items() if ro == role) / NUM_LAYERS for role in ROLES}
     done = status == "done"
     result = {
-        "run_id": run_dir.name, "status": status, "error": error,
-        "diverged_step": diverged_step, "last_finite_loss": 3.9 if diverged_step else None,
-        "strategy": strategy, "label": label, "strategy_params": {"rank": rank},
+        "run_id": run_dir.name,
+        "status": status,
+        "error": error,
+        "diverged_step": diverged_step,
+        "last_finite_loss": 3.9 if diverged_step else None,
+        "strategy": strategy,
+        "label": label,
+        "strategy_params": {"rank": rank},
         "budget": {"target": budget_target, "budget_rank": None, "achieved": allocation["trainable_params"]},
-        "budget_label": budget_label, "seed": seed, "model": model,
-        "base_eval_loss": base_eval_loss, "base_perplexity": math.exp(base_eval_loss),
-        "eval_loss": eval_loss, "perplexity": math.exp(eval_loss) if eval_loss is not None else None,
+        "budget_label": budget_label,
+        "seed": seed,
+        "model": model,
+        "base_eval_loss": base_eval_loss,
+        "base_perplexity": math.exp(base_eval_loss),
+        "eval_loss": eval_loss,
+        "perplexity": math.exp(eval_loss) if eval_loss is not None else None,
         "improvement": base_eval_loss - eval_loss if eval_loss is not None else None,
         "improvement_pct": 100 * (base_eval_loss - eval_loss) / base_eval_loss if eval_loss is not None else None,
         "final_train_loss": eval_loss + 0.05 if eval_loss is not None else None,
-        "trainable_params": allocation["trainable_params"], "total_params": TOTAL_PARAMS,
+        "trainable_params": allocation["trainable_params"],
+        "total_params": TOTAL_PARAMS,
         "efficiency_pct": 100 * allocation["trainable_params"] / TOTAL_PARAMS,
-        "allocation_summary": {"mean_rank": sum(ranks) / len(ranks), "min_rank": min(ranks), "max_rank": max(ranks),
-                               "ranks_by_role": by_role},
-        "steps": steps if done else (diverged_step or 0), "train_time_s": train_time_s, "probe_time_s": 0.0,
-        "tokens_per_s": 1234.5, "supervised_tokens_per_s": 456.7, "peak_memory_mb": 812.5,
+        "allocation_summary": {
+            "mean_rank": sum(ranks) / len(ranks),
+            "min_rank": min(ranks),
+            "max_rank": max(ranks),
+            "ranks_by_role": by_role,
+        },
+        "steps": steps if done else (diverged_step or 0),
+        "train_time_s": train_time_s,
+        "probe_time_s": 0.0,
+        "tokens_per_s": 1234.5,
+        "supervised_tokens_per_s": 456.7,
+        "peak_memory_mb": 812.5,
         "data": {"source": "builtin", "hash": data_hash, "n_train": 180, "n_eval": 20},
-        "environment": {"python": "3.12.3", "torch": "2.13.0", "transformers": "4.56.1", "peft": "0.17.1",
-                        "device": "cpu", "git_sha": "abc1234", "git_dirty": False},
+        "environment": {
+            "python": "3.12.3",
+            "torch": "2.13.0",
+            "transformers": "4.56.1",
+            "peft": "0.17.1",
+            "device": "cpu",
+            "git_sha": "abc1234",
+            "git_dirty": False,
+        },
         "config": config,
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -163,13 +212,32 @@ def write_run(
 
 
 def write_suite(sweep: Path, name: str, **extra: Any) -> None:
+    """A sweep directory with its marker and suite.yaml; add_run names runs after the suite's expansion."""
     sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / SWEEP_MARKER).touch()
     (sweep / "suite.yaml").write_text(yaml.safe_dump({"name": name, **extra}, sort_keys=False))
 
 
+def suite_entries(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Suite `strategies` entries for {strategy: label}."""
+    return [{"strategy": strategy, "label": label} for strategy, label in labels.items()]
+
+
 def add_run(sweep: Path, **fields: Any) -> dict[str, Any]:
-    run_id = _run_id(fields["label"], fields["budget_label"], fields["seed"])
-    return write_run(sweep / "runs" / run_id, **fields)
+    """A run of the sweep's suite (its id from the suite's expansion), or, when the suite does not
+    list it, a run of another configuration with an id of its own."""
+    run_id = _suite_run_id(sweep, fields["label"], fields["budget_label"], fields["seed"])
+    Path(sweep).mkdir(parents=True, exist_ok=True)
+    (Path(sweep) / SWEEP_MARKER).touch()
+    return write_run(sweep / "runs" / (run_id or _run_id(fields["label"], fields["budget_label"], fields["seed"])), **fields)
+
+
+def _suite_run_id(sweep: Path, label: str, budget_label: str, seed: int) -> str | None:
+    try:
+        suite = suite_from_dict(yaml.safe_load((sweep / "suite.yaml").read_text()))
+    except (OSError, UserError):
+        return None
+    return next((r.run_id for r in suite.runs if (r.label, r.budget.label, r.seed) == (label, budget_label, seed)), None)
 
 
 # --- the standard sweep ------------------------------------------------------------------------
@@ -198,22 +266,64 @@ def standard_sweep(root: Path) -> tuple[Path, dict[str, Any]]:
     a diverged run, an error run and three broken directories (invalid JSON, no result.json,
     result.json missing keys)."""
     sweep = Path(root) / "sweep"
-    write_suite(sweep, "test-suite", strategies=list(LABELS))
+    write_suite(
+        sweep,
+        "test-suite",
+        strategies=suite_entries({**LABELS, "empirical": "empirical"}),
+        budgets=list(BUDGETS),
+        seeds=[*SEEDS, 3, UNPAIRED_SEED],
+    )
     for budget, rank in BUDGETS.items():
         for strategy, label in LABELS.items():
             for i, seed in enumerate(SEEDS):
                 diff = 0.0 if strategy == "uniform" else DIFFS[(strategy, budget)][i]
-                add_run(sweep, strategy=strategy, label=label, budget_label=budget, seed=seed, rank=rank,
-                        budget_target=uniform_params(rank), eval_loss=round(uniform_loss(budget, seed) + diff, 10),
-                        train_time_s=10.0 + rank + seed)
+                add_run(
+                    sweep,
+                    strategy=strategy,
+                    label=label,
+                    budget_label=budget,
+                    seed=seed,
+                    rank=rank,
+                    budget_target=uniform_params(rank),
+                    eval_loss=round(uniform_loss(budget, seed) + diff, 10),
+                    train_time_s=10.0 + rank + seed,
+                )
     # A finished run whose seed has no uniform partner: it must not enter the paired statistics.
-    add_run(sweep, strategy="linear_decay", label=LABELS["linear_decay"], budget_label="r8", seed=UNPAIRED_SEED,
-            rank=8, budget_target=uniform_params(8), eval_loss=2.0)
-    diverged = add_run(sweep, strategy="empirical", label="empirical", budget_label="r8", seed=0, rank=8,
-                       budget_target=uniform_params(8), eval_loss=None, status="diverged",
-                       error="loss became non-finite at step 7", diverged_step=7)
-    errored = add_run(sweep, strategy="linear_decay", label=LABELS["linear_decay"], budget_label="r4", seed=3, rank=4,
-                      budget_target=uniform_params(4), eval_loss=None, status="error", error="RuntimeError: boom")
+    add_run(
+        sweep,
+        strategy="linear_decay",
+        label=LABELS["linear_decay"],
+        budget_label="r8",
+        seed=UNPAIRED_SEED,
+        rank=8,
+        budget_target=uniform_params(8),
+        eval_loss=2.0,
+    )
+    diverged = add_run(
+        sweep,
+        strategy="empirical",
+        label="empirical",
+        budget_label="r8",
+        seed=0,
+        rank=8,
+        budget_target=uniform_params(8),
+        eval_loss=None,
+        status="diverged",
+        error="loss became non-finite at step 7",
+        diverged_step=7,
+    )
+    errored = add_run(
+        sweep,
+        strategy="linear_decay",
+        label=LABELS["linear_decay"],
+        budget_label="r4",
+        seed=3,
+        rank=4,
+        budget_target=uniform_params(4),
+        eval_loss=None,
+        status="error",
+        error="RuntimeError: boom",
+    )
     runs = sweep / "runs"
     (runs / "badjson").mkdir()
     (runs / "badjson" / "result.json").write_text('{"run_id": "badjson", "status": ')
@@ -223,7 +333,8 @@ def standard_sweep(root: Path) -> tuple[Path, dict[str, Any]]:
     (runs / "missingkeys" / "result.json").write_text(json.dumps({"run_id": "missingkeys", "status": "done"}))
     expected = {
         "n_valid": len(BUDGETS) * len(LABELS) * len(SEEDS) + 3,
-        "diverged_id": diverged["run_id"], "error_id": errored["run_id"],
+        "diverged_id": diverged["run_id"],
+        "error_id": errored["run_id"],
         "skipped": {"badjson", "partial", "missingkeys"},
     }
     return sweep, expected
@@ -232,19 +343,42 @@ def standard_sweep(root: Path) -> tuple[Path, dict[str, Any]]:
 def seed_study_sweep(root: Path) -> Path:
     """The study mode: budget `own`, uniform r8 and r16 both present, two seeds."""
     sweep = Path(root) / "seed"
-    write_suite(sweep, "seed-study")
     specs = [
         ("uniform", "uniform r8", 8, 0.0),
         ("uniform", "uniform r16", 16, -0.1),
         ("linear_decay", "linear_decay 16->4", 8, -0.03),  # 10 ranks on average: closest to r8
         ("mlp_heavy", "mlp_heavy 8/16", 16, -0.12),  # attention 8, MLP 16: closest to r16
     ]
+    write_suite(
+        sweep,
+        "seed-study",
+        strategies=[{"strategy": s, "label": lab} for s, lab, _, _ in specs]
+        + [{"strategy": "attention_heavy", "label": "attention_heavy 16/8"}],
+        seeds=[0, 1],
+    )
     for strategy, label, rank, offset in specs:
         for seed in (0, 1):
-            add_run(sweep, strategy=strategy, label=label, budget_label="own", seed=seed, rank=rank,
-                    eval_loss=round(3.0 + 0.1 * seed + offset + 0.01 * seed * (strategy != "uniform"), 10),
-                    model="microsoft/DialoGPT-medium")
-    add_run(sweep, strategy="attention_heavy", label="attention_heavy 16/8", budget_label="own", seed=0, rank=16,
-            eval_loss=None, status="diverged", error="loss became non-finite at step 3", diverged_step=3,
-            model="microsoft/DialoGPT-medium")
+            add_run(
+                sweep,
+                strategy=strategy,
+                label=label,
+                budget_label="own",
+                seed=seed,
+                rank=rank,
+                eval_loss=round(3.0 + 0.1 * seed + offset + 0.01 * seed * (strategy != "uniform"), 10),
+                model="microsoft/DialoGPT-medium",
+            )
+    add_run(
+        sweep,
+        strategy="attention_heavy",
+        label="attention_heavy 16/8",
+        budget_label="own",
+        seed=0,
+        rank=16,
+        eval_loss=None,
+        status="diverged",
+        error="loss became non-finite at step 3",
+        diverged_step=3,
+        model="microsoft/DialoGPT-medium",
+    )
     return sweep

@@ -15,7 +15,7 @@ from adaptive_lora.allocation import ALPHA_POLICIES, Allocation, alphas_for, ver
 from adaptive_lora.anatomy import inspect_model
 from adaptive_lora.budget import budget_for_rank, count_params, match_budget
 from adaptive_lora.errors import UserError
-from adaptive_lora.planning import plan
+from adaptive_lora.planning import load_allocation, plan
 from adaptive_lora.strategies import get_strategy
 from tiny_models import TINY_ARCHS, meta_model, tiny_config, tiny_inputs, tiny_model
 
@@ -191,11 +191,14 @@ def test_layer_role_table_means_over_several_modules_of_one_role():
     assert allocation.layer_role_table()[1] == {"qkv": 2, "o": 2, "up": 2, "down": 4}
 
 
-@pytest.mark.parametrize("strategy, kwargs", [
-    ("linear_decay", dict(budget_rank=4, alpha_policy="proportional")),
-    ("empirical", dict(alpha_policy="rslora", lora_alpha=8.0)),
-    ("custom", dict(params={"layer_ranks": [1, 2, 3, 4]}, alpha_policy="constant")),
-])
+@pytest.mark.parametrize(
+    "strategy, kwargs",
+    [
+        ("linear_decay", dict(budget_rank=4, alpha_policy="proportional")),
+        ("empirical", dict(alpha_policy="rslora", lora_alpha=8.0)),
+        ("custom", dict(params={"layer_ranks": [1, 2, 3, 4]}, alpha_policy="constant")),
+    ],
+)
 def test_json_round_trip(tmp_path, llama_model, strategy, kwargs):
     params = kwargs.pop("params", None)
     allocation = plan(llama_model, strategy, params, **kwargs)
@@ -205,7 +208,12 @@ def test_json_round_trip(tmp_path, llama_model, strategy, kwargs):
     assert loaded.to_dict() == allocation.to_dict()
     assert (loaded.ranks, loaded.alphas) == (allocation.ranks, allocation.alphas)
     assert (loaded.strategy, loaded.params, loaded.alpha_policy, loaded.lora_r, loaded.lora_alpha) == (
-        allocation.strategy, allocation.params, allocation.alpha_policy, allocation.lora_r, allocation.lora_alpha)
+        allocation.strategy,
+        allocation.params,
+        allocation.alpha_policy,
+        allocation.lora_r,
+        allocation.lora_alpha,
+    )
     assert loaded.budget == allocation.budget and loaded.meta == allocation.meta
     data = json.loads(path.read_text())
     assert data["trainable_params"] == allocation.trainable_params and len(data["modules"]) == len(allocation.ranks)
@@ -215,26 +223,35 @@ def test_load_study_format_and_module_map(tmp_path, llama_model):
     anatomy = inspect_model(llama_model)
     study = tmp_path / "study.json"
     study.write_text(json.dumps({"strategy_name": "layerwise_decay", "layer_ranks": [16, 12, 8, 4]}))
-    loaded = Allocation.load(study, anatomy, alpha_policy="proportional", lora_alpha=32, lora_r=16)
+    loaded = load_allocation(study, anatomy, alpha_policy="proportional", lora_alpha=32, lora_r=16)
     assert loaded.strategy == "layerwise_decay"
     assert all(loaded.ranks[m.name] == [16, 12, 8, 4][m.layer] for m in anatomy.modules)
     assert all(loaded.alphas[n] == 2.0 * r for n, r in loaded.ranks.items())  # 32/16 * r
 
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"model.layers.2.mlp.down_proj": 7, ".*": 3}))
-    loaded = Allocation.load(mapping, anatomy, alpha_policy="constant")
+    loaded = load_allocation(mapping, anatomy, alpha_policy="constant")
     assert loaded.ranks["model.layers.2.mlp.down_proj"] == 7
     assert sum(r == 3 for r in loaded.ranks.values()) == len(anatomy.modules) - 1
     assert set(loaded.alphas.values()) == {16.0}
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"),
-    ("{oops", "not valid JSON"),
-    (json.dumps({"modules": [{"name": "model.layers.0.self_attn.q_proj", "rank": 4}]}), "needs name, rank and alpha"),
-    (json.dumps({"modules": [{"name": "model.layers.99.self_attn.q_proj", "rank": 4, "alpha": 8}]}), "which the model does not have"),
-    (json.dumps({"modules": [{"name": "model.layers.0.self_attn.q_proj", "rank": 0, "alpha": 8}]}), "rank must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        ("{oops", "not valid JSON"),
+        (json.dumps({"modules": [{"name": "model.layers.0.self_attn.q_proj", "rank": 4}]}), "needs name, rank and alpha"),
+        (
+            json.dumps({"modules": [{"name": "model.layers.99.self_attn.q_proj", "rank": 4, "alpha": 8}]}),
+            "which the model does not have",
+        ),
+        (
+            json.dumps({"modules": [{"name": "model.layers.0.self_attn.q_proj", "rank": 0, "alpha": 8}]}),
+            "rank must be an integer >= 1",
+        ),
+    ],
+)
 def test_load_errors(tmp_path, llama_model, content, message):
     path = tmp_path / "allocation.json"
     if content is not None:
@@ -251,10 +268,13 @@ def test_allocation_on_another_model_is_rejected(tmp_path, llama_model):
         Allocation.load(path, gpt2)
 
 
-@pytest.mark.parametrize("other, message", [
-    (dict(num_layers=6), "planned for a 4-layer model; this model has 6 layers"),
-    (dict(num_layers=4, hidden_size=64), "was planned as 32->32, but this model's is 64->64"),
-])
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (dict(num_layers=6), "planned for a 4-layer model; this model has 6 layers"),
+        (dict(num_layers=4, hidden_size=64), "was planned as 32->32, but this model's is 64->64"),
+    ],
+)
 def test_allocation_for_a_differently_sized_model_is_rejected(tmp_path, llama_model, other, message):
     path = tmp_path / "allocation.json"
     plan(llama_model, "linear_decay").save(path)
@@ -312,12 +332,15 @@ def test_alphas_for(decay_ranks):
         alphas_for(decay_ranks, "linear", 16, 8)
 
 
-@pytest.mark.parametrize("ranks, message", [
-    ({"model.layers.0.self_attn.q_proj": 0}, "rank must be an integer >= 1"),
-    ({"model.layers.0.self_attn.q_proj": 2.0}, "rank must be an integer >= 1"),
-    ({"model.layers.0.self_attn.q_proj": True}, "rank must be an integer >= 1"),
-    ({"nope": 2}, "which the model does not have"),
-])
+@pytest.mark.parametrize(
+    "ranks, message",
+    [
+        ({"model.layers.0.self_attn.q_proj": 0}, "rank must be an integer >= 1"),
+        ({"model.layers.0.self_attn.q_proj": 2.0}, "rank must be an integer >= 1"),
+        ({"model.layers.0.self_attn.q_proj": True}, "rank must be an integer >= 1"),
+        ({"nope": 2}, "which the model does not have"),
+    ],
+)
 def test_allocation_validates_ranks(ranks, message, llama_model):
     with pytest.raises(UserError, match=message):
         Allocation(inspect_model(llama_model), ranks, {n: 1.0 for n in ranks})
@@ -397,8 +420,11 @@ def test_twelve_layers_each_get_their_own_rank(arch):
     allocation = Allocation(anatomy, ranks, alphas_for(ranks, "proportional", 16.0, 8))
     peft_model = _peft(model, allocation)
     verify(peft_model, allocation)
-    got = {name.removeprefix("base_model.model."): module.r["default"]
-           for name, module in peft_model.named_modules() if hasattr(module, "lora_A") and "default" in module.lora_A}
+    got = {
+        name.removeprefix("base_model.model."): module.r["default"]
+        for name, module in peft_model.named_modules()
+        if hasattr(module, "lora_A") and "default" in module.lora_A
+    }
     assert got == ranks
 
 
@@ -412,8 +438,12 @@ def test_verify_checks_scaling_for_each_policy(policy):
 def _wrong_uniform(model, allocation):
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=allocation.anatomy.names,
-                                            fan_in_fan_out=any(m.conv1d for m in allocation.modules)))
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=4, lora_alpha=16, target_modules=allocation.anatomy.names, fan_in_fan_out=any(m.conv1d for m in allocation.modules)
+        ),
+    )
 
 
 def _wrong_subset(model, allocation):
@@ -443,12 +473,15 @@ def _wrong_extra_trainable(model, allocation):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-@pytest.mark.parametrize("wrong, message", [
-    (_wrong_uniform, "planned rank"),
-    (_wrong_subset, "planned modules have no adapter"),
-    (_wrong_alpha, "scaling"),
-    (_wrong_extra_trainable, "trainable parameters"),
-])
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (_wrong_uniform, "planned rank"),
+        (_wrong_subset, "planned modules have no adapter"),
+        (_wrong_alpha, "scaling"),
+        (_wrong_extra_trainable, "trainable parameters"),
+    ],
+)
 def test_verify_raises_on_a_mismatched_model(arch, wrong, message):
     model = tiny_model(arch, num_layers=2)
     allocation = _heterogeneous_plan(model)

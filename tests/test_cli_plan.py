@@ -14,8 +14,9 @@ from adaptive_lora.planning import plan
 from adaptive_lora.strategies import all_strategies
 from tiny_models import tiny_config
 
-DIALOGPT_MEDIUM = dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50257, n_positions=1024, n_ctx=1024,
-                       bos_token_id=50256, eos_token_id=50256)
+DIALOGPT_MEDIUM = dict(
+    n_layer=24, n_embd=1024, n_head=16, vocab_size=50257, n_positions=1024, n_ctx=1024, bos_token_id=50256, eos_token_id=50256
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,9 @@ def test_dialogpt_budget_rank_matches_uniform_budget(capsys, dialogpt_dir):
 
 
 def test_table_output(capsys, gpt2_dir):
-    code, out, err = run(capsys, "plan", "--model", str(gpt2_dir), "--strategy", "linear_decay", "--set", "start=8", "--set", "end=2")
+    code, out, err = run(
+        capsys, "plan", "--model", str(gpt2_dir), "--strategy", "linear_decay", "--set", "start=8", "--set", "end=2"
+    )
     assert code == 0 and err == ""
     assert "trainable parameters:" in out
     lines = out.splitlines()
@@ -119,7 +122,9 @@ def test_table_output_with_budget_line(capsys, gpt2_dir):
 
 def test_out_writes_a_loadable_allocation(capsys, gpt2_dir, tmp_path):
     path = tmp_path / "sub" / "allocation.json"
-    code, out, _ = run(capsys, "plan", "--model", str(gpt2_dir), "--strategy", "attention_heavy", "--rank", "12", "--out", str(path))
+    code, out, _ = run(
+        capsys, "plan", "--model", str(gpt2_dir), "--strategy", "attention_heavy", "--rank", "12", "--out", str(path)
+    )
     assert code == 0 and f"wrote allocation to {path}" in out
     anatomy = inspect_model(load_skeleton(str(gpt2_dir)))
     loaded = Allocation.load(path, anatomy)
@@ -141,8 +146,20 @@ def test_peft_config_dir(capsys, llama_dir, tmp_path):
     from peft import LoraConfig
 
     out_dir = tmp_path / "peft"
-    code, out, _ = run(capsys, "plan", "--model", str(llama_dir), "--strategy", "linear_decay", "--set", "start=8",
-                       "--alpha-policy", "constant", "--peft-config", str(out_dir))
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--model",
+        str(llama_dir),
+        "--strategy",
+        "linear_decay",
+        "--set",
+        "start=8",
+        "--alpha-policy",
+        "constant",
+        "--peft-config",
+        str(out_dir),
+    )
     assert code == 0 and "wrote PEFT config" in out
     saved = json.loads((out_dir / "adapter_config.json").read_text())
     allocation = plan(str(llama_dir), "linear_decay", {"start": 8}, alpha_policy="constant")
@@ -153,7 +170,9 @@ def test_peft_config_dir(capsys, llama_dir, tmp_path):
 
 
 def test_json_has_summary_and_no_table(capsys, llama_dir):
-    code, out, _ = run(capsys, "plan", "--model", str(llama_dir), "--strategy", "mlp_heavy", "--target-modules", "q_proj,down", "--json")
+    code, out, _ = run(
+        capsys, "plan", "--model", str(llama_dir), "--strategy", "mlp_heavy", "--target-modules", "q_proj,down", "--json"
+    )
     assert code == 0
     data = json.loads(out)  # the whole of stdout is JSON
     assert {m["role"] for m in data["modules"]} == {"q", "down"}
@@ -179,8 +198,16 @@ def moe_dir(tmp_path_factory):
     from transformers import MixtralConfig
 
     path = tmp_path_factory.mktemp("mixtral")
-    MixtralConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
-                  vocab_size=64, num_local_experts=4, num_experts_per_tok=2).save_pretrained(path)
+    MixtralConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=48,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    ).save_pretrained(path)
     return path
 
 
@@ -214,11 +241,14 @@ def test_bad_input_is_one_error_line(capsys, gpt2_dir, extra, message):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("which, message", [
-    ("missing", "does not exist"),
-    ("empty", "has no config.json"),
-    ("moe", "mixture-of-experts"),
-])
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "has no config.json"),
+        ("moe", "mixture-of-experts"),
+    ],
+)
 def test_bad_model_is_one_error_line(capsys, tmp_path, moe_dir, which, message):
     model = {"missing": tmp_path / "no-such-model", "empty": tmp_path, "moe": moe_dir}[which]
     code, out, err = run(capsys, "plan", "--model", str(model))

@@ -59,7 +59,13 @@ def test_yaml_load(yaml_file):
     assert config.data.field_map == {"instruction": "question", "output": "answer"}
     assert config.data.max_samples == 200 and config.data.val_set_size == 0.2
     a = config.allocation
-    assert (a.strategy, a.params, a.lora_r, a.lora_alpha, a.alpha_policy) == ("linear_decay", {"start": 16, "end": 4}, 16, 32.0, "constant")
+    assert (a.strategy, a.params, a.lora_r, a.lora_alpha, a.alpha_policy) == (
+        "linear_decay",
+        {"start": 16, "end": 4},
+        16,
+        32.0,
+        "constant",
+    )
     assert a.budget_rank == 8 and a.budget is None and a.target_modules == ["q_proj", "v_proj"]
     assert isinstance(a.lora_alpha, float)
     t = config.training
@@ -112,13 +118,16 @@ def test_overrides_as_a_dict():
     assert data == {"a": {"b": 1, "c": 2}}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("training.max_steps=3", ("training.max_steps", 3)),
-    ("a.b=[1, 2]", ("a.b", [1, 2])),
-    ("a.b=", ("a.b", "")),
-    ("a.b=x=y", ("a.b", "x=y")),
-    ("a.b={unclosed", ("a.b", "{unclosed")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("training.max_steps=3", ("training.max_steps", 3)),
+        ("a.b=[1, 2]", ("a.b", [1, 2])),
+        ("a.b=", ("a.b", "")),
+        ("a.b=x=y", ("a.b", "x=y")),
+        ("a.b={unclosed", ("a.b", "{unclosed")),
+    ],
+)
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
 
@@ -190,11 +199,14 @@ def test_wrong_type_in_yaml_names_file_and_key(tmp_path):
         load_run_config(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"),
-    ("training: [unclosed\n", "is not valid YAML"),
-    ("- a\n- b\n", "expected a mapping at the top level"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        ("training: [unclosed\n", "is not valid YAML"),
+        ("- a\n- b\n", "expected a mapping at the top level"),
+    ],
+)
 def test_bad_files(tmp_path, content, message):
     path = tmp_path / "run.yaml"
     if content is not None:
@@ -218,10 +230,20 @@ def test_dump_and_reload(tmp_path, yaml_file):
 
 def test_plan_from_config_uses_the_allocation_section():
     anatomy_model = meta_model(tiny_config("llama", num_layers=4))
-    config = load_run_config(None, ["allocation.strategy=linear_decay", "allocation.params.end=2", "allocation.lora_r=8",
-                                    "allocation.alpha_policy=constant", "allocation.target_modules=q_proj,v_proj"])
+    config = load_run_config(
+        None,
+        [
+            "allocation.strategy=linear_decay",
+            "allocation.params.end=2",
+            "allocation.lora_r=8",
+            "allocation.alpha_policy=constant",
+            "allocation.target_modules=q_proj,v_proj",
+        ],
+    )
     allocation = plan_from_config(anatomy_model, config.allocation)
-    expected = plan(anatomy_model, "linear_decay", {"end": 2}, alpha_policy="constant", lora_r=8, target_modules=["q_proj", "v_proj"])
+    expected = plan(
+        anatomy_model, "linear_decay", {"end": 2}, alpha_policy="constant", lora_r=8, target_modules=["q_proj", "v_proj"]
+    )
     assert allocation.ranks == expected.ranks and allocation.alphas == expected.alphas
     assert {m.leaf for m in allocation.modules} == {"q_proj", "v_proj"}
     uniform = plan_from_config(anatomy_model, load_run_config(None, ["allocation.lora_r=4"]).allocation)

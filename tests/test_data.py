@@ -14,7 +14,6 @@ from adaptive_lora.data import (
     BadRow,
     Collator,
     build_example,
-    length_grouped_order,
     load_records,
     prepare_data,
     render,
@@ -86,7 +85,13 @@ def test_jsonl_counts_each_bad_reason_with_line_numbers(bad_jsonl):
     assert report.rows_read == 27  # the blank line is not a row
     assert report.rows_kept == len(records) == 22  # the over-long rows are only dropped at tokenization
     assert report.dropped == {"missing_field": 1, "wrong_type": 1, "empty_output": 1, "invalid_json": 1, "non_utf8": 1}
-    assert report.first_bad_rows == {"missing_field": [21], "wrong_type": [22], "empty_output": [23], "invalid_json": [24], "non_utf8": [26]}
+    assert report.first_bad_rows == {
+        "missing_field": [21],
+        "wrong_type": [22],
+        "empty_output": [23],
+        "invalid_json": [24],
+        "non_utf8": [26],
+    }
     assert report.row_unit == "line"
 
 
@@ -125,7 +130,9 @@ def test_parquet_with_nested_messages(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]} for i in range(3)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]} for i in range(3)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "chat.parquet")
     records, report = load_records(str(tmp_path / "chat.parquet"))
     assert report.source_kind == "parquet" and report.rows_kept == 3
@@ -135,7 +142,9 @@ def test_parquet_with_nested_messages(tmp_path):
 def test_saved_dataset_dir_and_dir_of_files(tmp_path):
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(good_rows(5)), "test": datasets.Dataset.from_list(good_rows(2))}).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(good_rows(5)), "test": datasets.Dataset.from_list(good_rows(2))}
+    ).save_to_disk(str(tmp_path / "saved"))
     records, report = load_records(str(tmp_path / "saved"))
     assert (report.source_kind, report.rows_kept) == ("disk", 5)
 
@@ -152,9 +161,15 @@ def test_saved_dataset_dir_and_dir_of_files(tmp_path):
 
 def test_messages_and_sharegpt_multi_turn(tmp_path):
     rows = [
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                      {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"},
-                      {"role": "assistant", "content": "6"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"},
+                {"role": "user", "content": "and 3+3?"},
+                {"role": "assistant", "content": "6"},
+            ]
+        },
         {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]},
         {"conversations": [{"from": "human", "value": "Hi"}]},  # no assistant turn
         {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
@@ -164,7 +179,13 @@ def test_messages_and_sharegpt_multi_turn(tmp_path):
     assert first["output"] == "6" and first["instruction"] == "and 3+3?"
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user"]
     assert first["input"] == "System: Be brief.\n\nUser: 2+2?\n\nAssistant: 4"
-    assert second == {"instruction": "Hi", "input": "", "output": "Hello!", "messages": [{"role": "user", "content": "Hi"}], "row": 2}
+    assert second == {
+        "instruction": "Hi",
+        "input": "",
+        "output": "Hello!",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "row": 2,
+    }
     assert report.dropped == {"missing_field": 1, "empty_output": 1}
 
 
@@ -316,7 +337,9 @@ def test_overlength_modes(tok):
     with pytest.raises(BadRow) as bad:
         build_example(record, tok, "alpaca", sequence_len=64, overlength="drop")
     assert bad.value.reason == "over_length"
-    with pytest.raises(UserError, match=r"row 1 is too long .*raise training.sequence_len, or set data.overlength=truncate or drop"):
+    with pytest.raises(
+        UserError, match=r"row 1 is too long .*raise training.sequence_len, or set data.overlength=truncate or drop"
+    ):
         build_example(record, tok, "alpaca", sequence_len=64, overlength="error")
 
 
@@ -341,19 +364,11 @@ def test_collator_masks_padding_by_position_not_by_id(tok):
     assert batch["input_ids"].shape == batch["labels"].shape == (2, len(longer["input_ids"]))
     assert batch["labels"][0, :n].tolist() == short["labels"] and batch["labels"][0, n - 1].item() == eos
     assert batch["labels"][0, n:].tolist() == [IGNORE] * (len(longer["input_ids"]) - n)
-    assert batch["input_ids"][0, n:].eq(eos).all() and batch["attention_mask"][0].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
+    assert batch["input_ids"][0, n:].eq(eos).all() and batch["attention_mask"][0].tolist() == [1] * n + [0] * (
+        batch["input_ids"].shape[1] - n
+    )
     assert batch["attention_mask"][1].eq(1).all() and batch["labels"][1].tolist() == longer["labels"]
     assert Collator(0, pad_to_multiple_of=8)([short])["input_ids"].shape[1] % 8 == 0
-
-
-def test_length_grouped_order_is_a_permutation_of_similar_lengths():
-    lengths = [(i * 37) % 101 for i in range(200)]
-    order = length_grouped_order(lengths, batch_size=4, seed=1)
-    assert sorted(order) == list(range(200))
-    assert order == length_grouped_order(lengths, batch_size=4, seed=1)
-    assert lengths[order[0]] == max(lengths)
-    spread = sum(max(lengths[i] for i in order[k:k + 4]) - min(lengths[i] for i in order[k:k + 4]) for k in range(0, 200, 4))
-    assert spread < 200  # a random order would spread ~60 per batch
 
 
 # ---------------------------------------------------------------- splits
@@ -378,7 +393,7 @@ def test_split_is_deterministic_and_seeded(rows100, tok):
     assert a.train == prepare_data(DataConfig(source=rows100, split_seed=3), tok, 128).train
     assert set(rows_of(a.eval_records)) != set(rows_of(c.eval_records)) and a.report.content_hash != c.report.content_hash
     assert (a.report.n_train, a.report.n_eval) == (90, 10)
-    assert a.report.supervised_tokens_train == sum(l != IGNORE for e in a.train for l in e["labels"]) > 0
+    assert a.report.supervised_tokens_train == sum(label != IGNORE for e in a.train for label in e["labels"]) > 0
     assert a.report.tokens_train == sum(len(e["input_ids"]) for e in a.train)
 
 

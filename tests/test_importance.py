@@ -18,8 +18,13 @@ from adaptive_lora.config import RunConfig
 from adaptive_lora.errors import UserError
 from adaptive_lora.training import prepare_base
 
-DATA_DRIVEN = [("gradient_importance", {}), ("gradient_importance", {"score": "fisher"}), ("spectrum", {}),
-               ("spectrum", {"measure": "stable_rank"}), ("eva", {})]
+DATA_DRIVEN = [
+    ("gradient_importance", {}),
+    ("gradient_importance", {"score": "fisher"}),
+    ("spectrum", {}),
+    ("spectrum", {"measure": "stable_rank"}),
+    ("eva", {}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +33,15 @@ def tiny_dir(tiny_llama_dir) -> Path:
 
 
 def make_config(model_dir: Path, data: Path, out: Path, strategy: str = "uniform", **overrides) -> RunConfig:
-    config = RunConfig.from_dict({
-        "model": {"name": str(model_dir)},
-        "data": {"source": str(data), "val_set_size": 8},
-        "allocation": {"strategy": strategy, "lora_r": 4, "budget_rank": 4},
-        "training": {"max_steps": 6, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
-        "output": {"dir": str(out)},
-    })
+    config = RunConfig.from_dict(
+        {
+            "model": {"name": str(model_dir)},
+            "data": {"source": str(data), "val_set_size": 8},
+            "allocation": {"strategy": strategy, "lora_r": 4, "budget_rank": 4},
+            "training": {"max_steps": 6, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
+            "output": {"dir": str(out)},
+        }
+    )
     return config.with_overrides(overrides)
 
 
@@ -74,8 +81,8 @@ def test_adalora_plan_and_from_run_meet_a_budget(base, tmp_path):
 
 
 def test_zero_rank_modules_from_a_shape_are_recorded(base):
-    with pytest.raises(UserError, match="seed"):
-        plan(base.model, "gradient_importance", data=base.data)  # the probe's seed is explicit
+    with pytest.raises(UserError, match="probes training data"):
+        plan(base.model, "gradient_importance")  # a probe needs training rows
     model = copy.deepcopy(base.model)
     dead = base.anatomy.names[1]
     with torch.no_grad():
@@ -107,8 +114,8 @@ def test_probe_is_deterministic_reads_only_training_rows_and_leaves_the_base_unc
 
 
 def test_sensitivity_is_weight_times_gradient(base):
-    from adaptive_lora.probes import gradient_scores
-    from adaptive_lora.scoring import probe_batches
+    from adaptive_lora.strategies.gradient import gradient_scores
+    from adaptive_lora.strategies.scoring import draw_probe_batches as probe_batches
 
     batches, _ = probe_batches(base.data, base.model, 0, 1, 4)
     name = base.anatomy.names[0]
@@ -128,7 +135,7 @@ def test_sensitivity_is_weight_times_gradient(base):
 
 
 def test_spectrum_scores_a_low_rank_weight_below_a_full_rank_one(base):
-    from adaptive_lora.spectrum import spectral_score
+    from adaptive_lora.strategies.spectrum import spectral_score
 
     model = copy.deepcopy(base.model)
     low, full = base.anatomy.names[0], base.anatomy.names[4]  # q_proj (32x32), and a 32->48 MLP projection
@@ -139,7 +146,9 @@ def test_spectrum_scores_a_low_rank_weight_below_a_full_rank_one(base):
         allocation = plan(model, "spectrum", {"measure": measure}, budget_rank=4)
         assert allocation.scores[low] < allocation.scores[full], measure
         assert allocation.ranks[low] <= allocation.ranks[full]
-    assert spectral_score(torch.eye(16)) == pytest.approx(16.0) and spectral_score(torch.eye(16), "stable_rank") == pytest.approx(16.0)
+    assert spectral_score(torch.eye(16)) == pytest.approx(16.0) and spectral_score(torch.eye(16), "stable_rank") == pytest.approx(
+        16.0
+    )
     assert spectral_score(torch.ones(8, 8)) == pytest.approx(1.0)
 
 
@@ -147,20 +156,20 @@ def test_spectrum_scores_a_low_rank_weight_below_a_full_rank_one(base):
 
 
 def test_eva_plan_and_initialisation_run_on_cpu(base, tiny_dir, data_file, tmp_path):
-    from adaptive_lora.adapters import attach_adapters
+    from adaptive_lora.strategies import TrainingContext, get_strategy
 
     allocation = plan(base.model, "eva", {"rho": 2.0}, budget_rank=4, data=base.data, seed=0)
     eva_ranks = allocation.meta["eva_ranks"]
     assert sum(eva_ranks.values()) == allocation.meta["eva_rank_budget"] == 8 * len(base.anatomy.names)  # r=8 default
     assert max(eva_ranks.values()) <= 16 and within_one_step(allocation)
-    config = make_config(tiny_dir, data_file, tmp_path / "run", "eva")
-    attached = attach_adapters(copy.deepcopy(base.model), allocation, 0.0, {"base": base, "config": config})
+    eva = get_strategy("eva")
+    attached = eva.attach(copy.deepcopy(base.model), allocation, TrainingContext(data=base.data, seed=0))
     for name, module in attached.model.named_modules():
         if hasattr(module, "lora_A") and "default" in module.lora_A:
             a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
             assert torch.allclose(a @ a.T, torch.eye(a.shape[0]), atol=1e-4), name  # EVA components are orthonormal
             assert not b.any()
-    finalized = attached.finalize(attached.model, allocation)
+    finalized = eva.finalize(attached, allocation)
     assert finalized.meta["eva_init_time_s"] > 0 and finalized.meta["probe_time_s"] >= finalized.meta["eva_init_time_s"]
 
 
@@ -178,23 +187,33 @@ def test_eva_training_end_to_end(tiny_dir, data_file, tmp_path, base):
 @pytest.fixture(scope="module")
 def adalora_run(tiny_dir, data_file, tmp_path_factory, base):
     """One AdaLoRA run (6 steps, budget of uniform r2, init_r 4), with the trained PEFT model captured."""
-    from adaptive_lora import adapters
+    from adaptive_lora.strategies.adalora import AdaLoraStrategy
 
     captured = {}
-    original = adapters.attach_adapters
+    original = AdaLoraStrategy.attach
 
-    def capture(*args, **kwargs):
-        captured["attached"] = original(*args, **kwargs)
+    def capture(self, *args, **kwargs):
+        captured["attached"] = original(self, *args, **kwargs)
         return captured["attached"]
 
-    adapters.attach_adapters = capture
+    AdaLoraStrategy.attach = capture
     try:
         out = tmp_path_factory.mktemp("adalora") / "run"
-        config = make_config(tiny_dir, data_file, out, "adalora", **{"allocation.budget_rank": 2, "allocation.params.tinit": 1,
-                                                                      "allocation.params.tfinal": 2, "allocation.params.init_r": 4})
+        config = make_config(
+            tiny_dir,
+            data_file,
+            out,
+            "adalora",
+            **{
+                "allocation.budget_rank": 2,
+                "allocation.params.tinit": 1,
+                "allocation.params.tfinal": 2,
+                "allocation.params.init_r": 4,
+            },
+        )
         result = train(config, base=base)
     finally:
-        adapters.attach_adapters = original
+        AdaLoraStrategy.attach = original
     return out, result, captured["attached"]
 
 
@@ -272,18 +291,20 @@ def test_cli_plan_runs_data_driven_strategies(tiny_dir, data_file, tmp_path, cap
 
 
 def test_importance_figures_render_scores_and_adalora_ranks(adalora_run, base, tmp_path):
-    from adaptive_lora.figures_importance import importance_figures, runs_from_frame
+    from adaptive_lora.report.figures_importance import importance_figures, runs_from_frame
 
     out, _, _ = adalora_run
     probe = plan(base.model, "gradient_importance", budget_rank=4, data=base.data, seed=0)
     probe.save(tmp_path / "probe" / "allocation.json")
     import pandas as pd
 
-    df = pd.DataFrame([
-        {"label": "adalora", "budget_label": "r2", "status": "done", "seed": 0, "run_dir": str(out)},
-        {"label": "gradient", "budget_label": "r4", "status": "done", "seed": 0, "run_dir": str(tmp_path / "probe")},
-        {"label": "broken", "budget_label": "r4", "status": "error", "seed": 0, "run_dir": str(tmp_path / "missing")},
-    ])
+    df = pd.DataFrame(
+        [
+            {"label": "adalora", "budget_label": "r2", "status": "done", "seed": 0, "run_dir": str(out)},
+            {"label": "gradient", "budget_label": "r4", "status": "done", "seed": 0, "run_dir": str(tmp_path / "probe")},
+            {"label": "broken", "budget_label": "r4", "status": "error", "seed": 0, "run_dir": str(tmp_path / "missing")},
+        ]
+    )
     runs = runs_from_frame(df)
     assert [label for label, _ in runs] == ["adalora [r2]", "gradient [r4]"]
     figures = importance_figures(runs)

@@ -7,12 +7,23 @@ import pytest
 from scipy import stats as sps
 
 from adaptive_lora.errors import UserError
-from adaptive_lora.figures import pareto_front, slugify
-from adaptive_lora.report import collect_runs, write_report
-from adaptive_lora.report_render import STUDY_DIVERGED
-from adaptive_lora.stats import holm
+from adaptive_lora.report import write_report
+from adaptive_lora.report.collect import collect_runs
+from adaptive_lora.report.figures import pareto_front
+from adaptive_lora.report.plotting import slugify
+from adaptive_lora.report.stats import holm
+from adaptive_lora.report.study import STUDY_DIVERGED
 from fixtures_runs import (
-    BUDGETS, DIFFS, LABELS, SEEDS, UNPAIRED_SEED, add_run, seed_study_sweep, standard_sweep, uniform_loss, write_suite,
+    BUDGETS,
+    DIFFS,
+    LABELS,
+    SEEDS,
+    UNPAIRED_SEED,
+    add_run,
+    seed_study_sweep,
+    standard_sweep,
+    uniform_loss,
+    write_suite,
 )
 
 FIGURE_KINDS = ("pareto", "strategy_comparison", "loss_curves", "improvement")
@@ -54,10 +65,13 @@ def test_collect_runs_keeps_valid_and_explains_skipped(standard):
 
 def test_collect_runs_never_crashes_on_odd_results(tmp_path):
     runs = tmp_path / "runs"
-    for name, text in {"list": "[1, 2]", "status": '{"run_id": "x", "status": "weird", "strategy": "u", '
-                       '"label": "u", "budget_label": "own", "seed": 0}',
-                       "noloss": '{"run_id": "x", "status": "done", "strategy": "u", "label": "u", '
-                       '"budget_label": "own", "seed": 0, "eval_loss": null}', "binary": "\udcff"}.items():
+    for name, text in {
+        "list": "[1, 2]",
+        "status": '{"run_id": "x", "status": "weird", "strategy": "u", "label": "u", "budget_label": "own", "seed": 0}',
+        "noloss": '{"run_id": "x", "status": "done", "strategy": "u", "label": "u", '
+        '"budget_label": "own", "seed": 0, "eval_loss": null}',
+        "binary": "\udcff",
+    }.items():
         (runs / name).mkdir(parents=True)
         (runs / name / "result.json").write_text(text, errors="surrogateescape")
     df, skipped = collect_runs(tmp_path)
@@ -87,8 +101,18 @@ def test_results_csv_rows_and_statuses(standard):
     assert info["n_runs"] == len(results) == expected["n_valid"]
     assert results["status"].value_counts().to_dict() == {"done": expected["n_valid"] - 2, "diverged": 1, "error": 1}
     assert results.loc[results["run_id"] == expected["error_id"], "error"].item() == "RuntimeError: boom"
-    for column in ("budget_target", "budget_achieved", "rank_q", "rank_down", "data_hash", "efficiency_pct",
-                   "supervised_tokens_per_s", "peak_memory_mb", "diverged_step", "run_dir"):
+    for column in (
+        "budget_target",
+        "budget_achieved",
+        "rank_q",
+        "rank_down",
+        "data_hash",
+        "efficiency_pct",
+        "supervised_tokens_per_s",
+        "peak_memory_mb",
+        "diverged_step",
+        "run_dir",
+    ):
         assert column in results.columns
     assert results["trainable_params"].dtype == np.int64  # no "47104.0"
     assert "nan" not in (sweep / "results.csv").read_text().lower()
@@ -159,7 +183,7 @@ def test_html_is_self_contained(standard):
     sweep, _, info = standard
     html = Path(info["report_html"]).read_text()
     assert html.count("data:image/png;base64,") == len(list((sweep / "figures").glob("*.png")))
-    assert '<img src="figures/' not in html and "src=\"figures" not in html
+    assert '<img src="figures/' not in html and 'src="figures' not in html
     assert "<style>" in html
 
 
@@ -223,7 +247,7 @@ def test_empty_sweep_still_writes_a_report(tmp_path):
 
 
 def test_a_failing_figure_does_not_lose_the_report(tmp_path, monkeypatch):
-    from adaptive_lora import figures
+    from adaptive_lora.report import figures
 
     def broken(*args):
         raise RuntimeError("no fonts")
@@ -237,8 +261,9 @@ def test_a_failing_figure_does_not_lose_the_report(tmp_path, monkeypatch):
 
 def test_different_data_hashes_are_flagged(tmp_path):
     for seed, data_hash in ((0, "aaaa1111"), (1, "bbbb2222")):
-        add_run(tmp_path, strategy="uniform", label="uniform", budget_label="r8", seed=seed, eval_loss=3.0 + seed,
-                data_hash=data_hash)
+        add_run(
+            tmp_path, strategy="uniform", label="uniform", budget_label="r8", seed=seed, eval_loss=3.0 + seed, data_hash=data_hash
+        )
     md = Path(write_report(tmp_path)["report_md"]).read_text()
     assert "2 different data hashes" in md and "aaaa1111" in md and "bbbb2222" in md
 

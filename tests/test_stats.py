@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from adaptive_lora.stats import holm, mean_ci, min_exact_wilcoxon_p, paired_compare, paired_note, wilcoxon_method
+from adaptive_lora.report.stats import holm, mean_ci, min_exact_wilcoxon_p, paired_compare, paired_note, wilcoxon_method
 
 T_975_DF3 = 3.182446305284263  # Student t 97.5% quantile, 3 degrees of freedom (printed tables: 3.182)
 

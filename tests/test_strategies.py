@@ -17,10 +17,26 @@ STUDY_STRATEGIES = ("uniform", "linear_decay", "linear_increase", "attention_hea
 
 def synthetic(num_layers: int, roles=("q", "k", "v", "o", "gate", "up", "down")) -> Anatomy:
     """A Llama-like anatomy without building any model."""
-    leaf = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.o_proj", "qkv": "attn.c_attn",
-            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
-    size = {"q": (64, 64), "k": (64, 16), "v": (64, 16), "o": (64, 64), "qkv": (64, 192),
-            "gate": (64, 96), "up": (64, 96), "down": (96, 64)}
+    leaf = {
+        "q": "attn.q_proj",
+        "k": "attn.k_proj",
+        "v": "attn.v_proj",
+        "o": "attn.o_proj",
+        "qkv": "attn.c_attn",
+        "gate": "mlp.gate_proj",
+        "up": "mlp.up_proj",
+        "down": "mlp.down_proj",
+    }
+    size = {
+        "q": (64, 64),
+        "k": (64, 16),
+        "v": (64, 16),
+        "o": (64, 64),
+        "qkv": (64, 192),
+        "gate": (64, 96),
+        "up": (64, 96),
+        "down": (96, 64),
+    }
     modules = tuple(LinearModule(f"blocks.{i}.{leaf[r]}", i, r, *size[r]) for i in range(num_layers) for r in roles)
     return Anatomy("synthetic", num_layers, modules, 10**6)
 
@@ -74,9 +90,19 @@ def test_linear_decay_study_default_every_layer_of_24(gpt2_24):
 @pytest.mark.parametrize(
     "start, end, L, min_rank",
     [
-        (16, 4, 24, 1), (16, 4, 12, 1), (16, 4, 30, 1), (32, 8, 7, 1), (8, 2, 5, 3), (16, 4, 2, 1), (16, 4, 1, 1),
+        (16, 4, 24, 1),
+        (16, 4, 12, 1),
+        (16, 4, 30, 1),
+        (32, 8, 7, 1),
+        (8, 2, 5, 3),
+        (16, 4, 2, 1),
+        (16, 4, 1, 1),
         # cases where (start - end) * (i / (L - 1)) and the study's (start - end) * i / (L - 1) truncate differently
-        (26, 1, 26, 1), (30, 1, 30, 1), (36, 1, 36, 1), (40, 1, 40, 1), (39, 1, 39, 1),
+        (26, 1, 26, 1),
+        (30, 1, 30, 1),
+        (36, 1, 36, 1),
+        (40, 1, 40, 1),
+        (39, 1, 39, 1),
     ],
 )
 def test_linear_decay_matches_the_study_formula(start, end, L, min_rank):
@@ -86,7 +112,9 @@ def test_linear_decay_matches_the_study_formula(start, end, L, min_rank):
     assert per_layer(anatomy, ranks) == expected
 
 
-@pytest.mark.parametrize("start, end, L", [(4, 16, 24), (4, 16, 12), (2, 10, 5), (1, 24, 24), (1, 23, 23), (1, 40, 40), (8, 8, 6)])
+@pytest.mark.parametrize(
+    "start, end, L", [(4, 16, 24), (4, 16, 12), (2, 10, 5), (1, 24, 24), (1, 23, 23), (1, 40, 40), (8, 8, 6)]
+)
 def test_linear_increase_mirrors_linear_decay(start, end, L):
     anatomy = synthetic(L, roles=("k",))
     ranks = get_strategy("linear_increase")(anatomy, {"start": start, "end": end})
@@ -269,7 +297,10 @@ def test_custom_input_errors(params, message, llama_12):
         get_strategy("custom")(llama_12, params)
 
 
-@pytest.mark.parametrize("text, message", [("{not json", "not valid JSON"), ('"a string"', "expected an object"), ('{"x": "y"}', "expected layer_ranks")])
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json", "not valid JSON"), ('"a string"', "expected an object"), ('{"x": "y"}', "expected layer_ranks")],
+)
 def test_custom_bad_files(tmp_path, llama_12, text, message):
     path = tmp_path / "bad.json"
     path.write_text(text)

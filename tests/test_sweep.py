@@ -14,8 +14,10 @@ import yaml
 
 from adaptive_lora.cli import main as cli_main
 from adaptive_lora.errors import UserError
-from adaptive_lora.suite import load_suite, parse_budget
-from adaptive_lora.sweep import SweepOptions, run_sweep
+from adaptive_lora.report import write_report
+from adaptive_lora.sweep.executors import SweepOptions
+from adaptive_lora.sweep.runner import run_sweep
+from adaptive_lora.sweep.suite import load_suite, parse_budget
 
 
 def write_suite(tmp_path: Path, model_dir: Path, data: Path, max_steps: int = 3, **extra) -> Path:
@@ -23,9 +25,18 @@ def write_suite(tmp_path: Path, model_dir: Path, data: Path, max_steps: int = 3,
         "name": "tiny",
         "model": {"name": str(model_dir)},
         "data": {"source": str(data), "val_set_size": 8},
-        "training": {"max_steps": max_steps, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
+        "training": {
+            "max_steps": max_steps,
+            "micro_batch_size": 4,
+            "learning_rate": 1e-2,
+            "logging_steps": 1,
+            "sequence_len": 128,
+        },
         "allocation": {"lora_r": 4, "lora_alpha": 8},
-        "strategies": [{"strategy": "uniform", "params": {"rank": 4}}, {"strategy": "linear_decay", "params": {"start": 8, "end": 2}}],
+        "strategies": [
+            {"strategy": "uniform", "params": {"rank": 4}},
+            {"strategy": "linear_decay", "params": {"start": 8, "end": 2}},
+        ],
         "budgets": ["r4"],
         "seeds": [0, 1],
         **extra,
@@ -51,7 +62,11 @@ def test_suite_expands_to_the_product_with_stable_ids(tiny_llama_dir, data_file,
 
 
 def test_budget_parsing_and_bad_suites(tmp_path):
-    assert parse_budget("r8", "x").rank == 8 and parse_budget("1.5M", "x").params == 1_500_000 and parse_budget(20000, "x").label == "20k"
+    assert (
+        parse_budget("r8", "x").rank == 8
+        and parse_budget("1.5M", "x").params == 1_500_000
+        and parse_budget(20000, "x").label == "20k"
+    )
     with pytest.raises(UserError, match="budget 'lots'"):
         parse_budget("lots", "x")
     bad = tmp_path / "bad.yaml"
@@ -64,7 +79,13 @@ def test_budget_parsing_and_bad_suites(tmp_path):
 
 def test_builtin_suites_expand():
     seed_study = load_suite("seed-study")
-    assert [r.label for r in seed_study.runs] == ["uniform r8", "uniform r16", "linear_decay 16->4", "attention_heavy 16/8", "empirical x16"]
+    assert [r.label for r in seed_study.runs] == [
+        "uniform r8",
+        "uniform r16",
+        "linear_decay 16->4",
+        "attention_heavy 16/8",
+        "empirical x16",
+    ]
     assert all(r.budget.label == "own" for r in seed_study.runs)
     matched = load_suite("budget-matched")
     assert len({r.seed for r in matched.runs}) >= 3 and {r.budget.label for r in matched.runs} == {"r4", "r8"}
@@ -96,6 +117,7 @@ def test_failed_runs_are_kept_and_retried_only_when_asked(tiny_llama_dir, data_f
     assert set(summary["statuses"].values()) == {"diverged"}
     summary = run_sweep(load_suite(str(suite_path), diverging), out, SweepOptions(quiet=True))
     assert set(summary["statuses"].values()) == {"diverged"}  # skipped, still reported
+    write_report(out)
     report = (out / "report.md").read_text()
     assert "diverged" in report and "nan" not in report.lower().replace("diverged (nan)", "")
     mtimes = [p.stat().st_mtime_ns for p in sorted((out / "runs").glob("*/result.json"))]
@@ -137,8 +159,12 @@ def test_killed_sweep_resumes_where_it_stopped(tiny_llama_dir, data_file, tmp_pa
 def test_sigterm_marks_the_current_run_interrupted(tiny_llama_dir, data_file, tmp_path):
     suite_path = write_suite(tmp_path, tiny_llama_dir, data_file, max_steps=400, seeds=[0])
     out = tmp_path / "sweep"
-    process = subprocess.Popen([sys.executable, "-m", "adaptive_lora", "run", str(suite_path), "--out", str(out), "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "adaptive_lora", "run", str(suite_path), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list((out / "runs").glob("*/metrics.jsonl")):
         time.sleep(0.2)
@@ -152,8 +178,8 @@ def test_sigterm_marks_the_current_run_interrupted(tiny_llama_dir, data_file, tm
 
 def test_local_and_process_executors_give_identical_results(tiny_llama_dir, data_file, tmp_path):
     suite_path = write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])
-    local = run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True, report=False))
-    procs = run_sweep(load_suite(str(suite_path)), tmp_path / "procs", SweepOptions(executor="processes", workers=2, quiet=True, report=False))
+    local = run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True))
+    procs = run_sweep(load_suite(str(suite_path)), tmp_path / "procs", SweepOptions(executor="processes", workers=2, quiet=True))
     assert set(local["statuses"].values()) == set(procs["statuses"].values()) == {"done"}
     a, b = results(tmp_path / "local"), results(tmp_path / "procs")
     assert a.keys() == b.keys()
@@ -166,10 +192,12 @@ def test_local_and_process_executors_give_identical_results(tiny_llama_dir, data
 def test_ray_executor_on_a_local_instance(tiny_llama_dir, data_file, tmp_path):
     ray = pytest.importorskip("ray")
     suite_path = write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])
-    run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True, report=False))
+    run_sweep(load_suite(str(suite_path)), tmp_path / "local", SweepOptions(quiet=True))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        on_ray = run_sweep(load_suite(str(suite_path)), tmp_path / "ray", SweepOptions(executor="ray", cpus_per_run=1, quiet=True, report=False))
+        on_ray = run_sweep(
+            load_suite(str(suite_path)), tmp_path / "ray", SweepOptions(executor="ray", cpus_per_run=1, quiet=True)
+        )
     finally:
         ray.shutdown()
     assert set(on_ray["statuses"].values()) == {"done"}

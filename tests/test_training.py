@@ -16,14 +16,17 @@ from adaptive_lora.cli import main as cli_main
 from adaptive_lora.config import RunConfig
 from adaptive_lora.training import prepare_base
 
+
 def make_config(model_dir: Path, data: Path, out: Path, **overrides) -> RunConfig:
-    config = RunConfig.from_dict({
-        "model": {"name": str(model_dir)},
-        "data": {"source": str(data), "val_set_size": 8},
-        "allocation": {"strategy": "linear_decay", "params": {"start": 8, "end": 2}},
-        "training": {"max_steps": 4, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
-        "output": {"dir": str(out)},
-    })
+    config = RunConfig.from_dict(
+        {
+            "model": {"name": str(model_dir)},
+            "data": {"source": str(data), "val_set_size": 8},
+            "allocation": {"strategy": "linear_decay", "params": {"start": 8, "end": 2}},
+            "training": {"max_steps": 4, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},
+            "output": {"dir": str(out)},
+        }
+    )
     return config.with_overrides(overrides)
 
 
@@ -85,7 +88,9 @@ def test_same_config_and_seed_give_identical_losses(tiny_llama_dir, data_file, t
 def test_shared_base_gives_the_same_result_as_a_fresh_load(tiny_llama_dir, data_file, tmp_path):
     config = make_config(tiny_llama_dir, data_file, tmp_path / "shared1")
     base = prepare_base(config)
-    before = config.with_overrides({"allocation.strategy": "uniform", "allocation.params": {}, "output.dir": str(tmp_path / "before")})
+    before = config.with_overrides(
+        {"allocation.strategy": "uniform", "allocation.params": {}, "output.dir": str(tmp_path / "before")}
+    )
     assert train(before, base=base)["status"] == "done"  # another run on the same base first
     shared = train(config, base=base)
     fresh = train(make_config(tiny_llama_dir, data_file, tmp_path / "fresh"))
@@ -107,8 +112,12 @@ def test_reloaded_adapter_reproduces_the_reported_eval_loss(tiny_llama_dir, data
 
 
 def test_huge_learning_rate_is_reported_as_diverged_without_nan(tiny_llama_dir, data_file, tmp_path):
-    config = make_config(tiny_llama_dir, data_file, tmp_path / "run", **{"training.learning_rate": 1e12, "training.max_grad_norm": 0.0,
-                                                                         "training.max_steps": 8, "training.warmup_ratio": 0.0})
+    config = make_config(
+        tiny_llama_dir,
+        data_file,
+        tmp_path / "run",
+        **{"training.learning_rate": 1e12, "training.max_grad_norm": 0.0, "training.max_steps": 8, "training.warmup_ratio": 0.0},
+    )
     result = train(config)
     text = (tmp_path / "run" / "result.json").read_text()
     assert result["status"] == "diverged", result
@@ -118,7 +127,7 @@ def test_huge_learning_rate_is_reported_as_diverged_without_nan(tiny_llama_dir, 
 
 
 def test_injected_nan_stops_at_that_step(tiny_llama_dir, data_file, tmp_path, monkeypatch):
-    from adaptive_lora import engine
+    from adaptive_lora.training import engine
 
     calls = {"n": 0}
     original = engine.supervised_loss_sum
@@ -134,10 +143,15 @@ def test_injected_nan_stops_at_that_step(tiny_llama_dir, data_file, tmp_path, mo
     assert result["last_finite_loss"] is not None and math.isfinite(result["last_finite_loss"])
 
 
-@pytest.mark.parametrize("exception, status", [(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "oom"),
-                                               (RuntimeError("something broke\nsecond line"), "error")])
+@pytest.mark.parametrize(
+    "exception, status",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "oom"),
+        (RuntimeError("something broke\nsecond line"), "error"),
+    ],
+)
 def test_failures_become_statuses_with_one_line(tiny_llama_dir, data_file, tmp_path, monkeypatch, exception, status):
-    from adaptive_lora import engine
+    from adaptive_lora.training import engine
 
     def fail(model, batch):
         raise exception
@@ -152,8 +166,17 @@ def test_finished_run_is_not_overwritten_unless_asked(tiny_llama_dir, data_file,
     out = tmp_path / "run"
     args = ["train", str(tiny_llama_dir / "missing.yaml")]
     assert cli_main(args) == 2 and "does not exist" in capsys.readouterr().err
-    common = ["train", f"model.name={tiny_llama_dir}", f"data.source={data_file}", "data.val_set_size=8",
-              "training.max_steps=2", "training.micro_batch_size=4", "training.sequence_len=128", "--out", str(out)]
+    common = [
+        "train",
+        f"model.name={tiny_llama_dir}",
+        f"data.source={data_file}",
+        "data.val_set_size=8",
+        "training.max_steps=2",
+        "training.micro_batch_size=4",
+        "training.sequence_len=128",
+        "--out",
+        str(out),
+    ]
     assert cli_main(common) == 0
     first = (out / "result.json").read_text()
     assert cli_main(common) == 0
@@ -185,9 +208,13 @@ def test_resume_continues_from_the_last_checkpoint(tiny_llama_dir, data_file, tm
 
 def test_yaml_config_with_cli_overrides(tiny_llama_dir, data_file, tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(f"model: {{name: {tiny_llama_dir}}}\ndata: {{source: {data_file}, val_set_size: 8}}\n"
-                    "training: {max_steps: 50, micro_batch_size: 4, sequence_len: 128}\n")
-    assert cli_main(["train", str(path), "training.max_steps=1", "--strategy", "attention_heavy", "--out", str(tmp_path / "r")]) == 0
+    path.write_text(
+        f"model: {{name: {tiny_llama_dir}}}\ndata: {{source: {data_file}, val_set_size: 8}}\n"
+        "training: {max_steps: 50, micro_batch_size: 4, sequence_len: 128}\n"
+    )
+    assert (
+        cli_main(["train", str(path), "training.max_steps=1", "--strategy", "attention_heavy", "--out", str(tmp_path / "r")]) == 0
+    )
     saved = (tmp_path / "r" / "config.yaml").read_text()
     assert "max_steps: 1" in saved and "strategy: attention_heavy" in saved
 
@@ -201,11 +228,13 @@ def test_evaluation_never_runs_in_fp16():
 
 @pytest.mark.embedded
 def test_short_run_on_the_embedded_model_lowers_eval_loss(tmp_path):
-    config = RunConfig.from_dict({
-        "data": {"max_samples": 48, "val_set_size": 16},
-        "training": {"max_steps": 4, "micro_batch_size": 8, "learning_rate": 1e-3, "sequence_len": 192},
-        "output": {"dir": str(tmp_path / "run")},
-    })
+    config = RunConfig.from_dict(
+        {
+            "data": {"max_samples": 48, "val_set_size": 16},
+            "training": {"max_steps": 4, "micro_batch_size": 8, "learning_rate": 1e-3, "sequence_len": 192},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
     result = train(config)
     assert result["status"] == "done", result["error"]
     assert result["eval_loss"] < result["base_eval_loss"]

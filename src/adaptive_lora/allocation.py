@@ -4,7 +4,6 @@ JSON round-trip, export to a PEFT `LoraConfig`, and `verify` after PEFT wrapping
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -12,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .anatomy import ROLES, Anatomy, LinearModule
+from .anatomy import Anatomy, LinearModule
+from .config import AllocationConfig
 from .errors import UserError
-from .io import read_json, write_json
+from .schema import ROLES, AllocationRecord, ModuleRecord, read_allocation, write_allocation
 
 ALPHA_POLICIES = ("proportional", "constant", "rslora")
+_DEFAULTS = AllocationConfig()
 
 
 def alphas_for(ranks: dict[str, int], policy: str, lora_alpha: float, lora_r: int) -> dict[str, float]:
@@ -37,9 +38,9 @@ class Allocation:
     alphas: dict[str, float]
     strategy: str = "custom"
     params: dict[str, Any] = field(default_factory=dict)
-    alpha_policy: str = "proportional"
-    lora_r: int = 8
-    lora_alpha: float = 16.0
+    alpha_policy: str = _DEFAULTS.alpha_policy
+    lora_r: int = _DEFAULTS.lora_r
+    lora_alpha: float = _DEFAULTS.lora_alpha
     budget: dict[str, Any] = field(default_factory=dict)  # target, budget_rank
     scores: dict[str, float] | None = None  # importance scores from data-driven strategies
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. zero-rank modules, probe cost
@@ -97,76 +98,74 @@ class Allocation:
             "params_by_layer": [by_layer.get(i, 0) for i in range(self.anatomy.num_layers)],
         }
 
-    # --- JSON ---
+    # --- JSON (allocation.json, via schema) ---
+    def to_record(self) -> AllocationRecord:
+        modules = [
+            ModuleRecord(m.name, m.layer, m.role, m.in_features, m.out_features, self.ranks[m.name], self.alphas[m.name])
+            for m in self.modules
+        ]
+        return AllocationRecord(
+            strategy=self.strategy,
+            modules=modules,
+            params=self.params,
+            alpha_policy=self.alpha_policy,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            model_type=self.anatomy.model_type,
+            num_layers=self.anatomy.num_layers,
+            trainable_params=self.trainable_params,
+            total_params=self.total_params,
+            efficiency_pct=self.efficiency_pct,
+            budget={"target": None, "budget_rank": None, **self.budget, "achieved": self.trainable_params},
+            scores=self.scores,
+            meta=self.meta,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "params": self.params,
-            "alpha_policy": self.alpha_policy,
-            "lora_r": self.lora_r,
-            "lora_alpha": self.lora_alpha,
-            "model_type": self.anatomy.model_type,
-            "num_layers": self.anatomy.num_layers,
-            "trainable_params": self.trainable_params,
-            "total_params": self.total_params,
-            "efficiency_pct": self.efficiency_pct,
-            "budget": {"target": None, "budget_rank": None, **self.budget, "achieved": self.trainable_params},
-            "modules": [
-                {"name": m.name, "layer": m.layer, "role": m.role, "in_features": m.in_features,
-                 "out_features": m.out_features, "rank": self.ranks[m.name], "alpha": self.alphas[m.name]}
-                for m in self.modules
-            ],
-            "scores": self.scores,
-            "meta": self.meta,
-        }
+        return self.to_record().to_dict()
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
+        write_allocation(path, self.to_record())
 
     @classmethod
-    def load(cls, path: str | Path, anatomy: Anatomy, alpha_policy: str = "proportional", lora_alpha: float = 16.0, lora_r: int = 8) -> "Allocation":
-        """Load our allocation.json, the study's {"strategy_name", "layer_ranks"} file, or a {module: rank} map."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"allocation file {path} does not exist")
-        try:
-            data = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"allocation file {path} is not valid JSON: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("modules"), list):
-            return cls._from_our_json(data, anatomy, path)
-        from .strategies import get_strategy
-
-        ranks = get_strategy("custom")(anatomy, {"file": str(path)})
-        name = data.get("strategy_name", "custom") if isinstance(data, dict) else "custom"
-        return cls(anatomy, ranks, alphas_for(ranks, alpha_policy, lora_alpha, lora_r), name, {"file": str(path)}, alpha_policy, lora_r, lora_alpha)
+    def load(cls, path: str | Path, anatomy: Anatomy) -> Allocation:
+        """Load an allocation.json written by adaptive-lora onto `anatomy` (other formats: planning.load_allocation)."""
+        return cls.from_record(read_allocation(path), anatomy, str(path))
 
     @classmethod
-    def _from_our_json(cls, data: dict[str, Any], anatomy: Anatomy, path: Path) -> "Allocation":
-        try:
-            ranks = {m["name"]: int(m["rank"]) for m in data["modules"]}
-            alphas = {m["name"]: float(m["alpha"]) for m in data["modules"]}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"allocation file {path}: every entry of 'modules' needs name, rank and alpha ({exc})") from None
+    def from_record(cls, record: AllocationRecord, anatomy: Anatomy, where: str) -> Allocation:
         # Same names are not enough: a plan for a 4-layer model must not silently load onto a deeper or
         # wider one of the same family (it would adapt only some layers, or count parameters wrongly).
-        planned_layers = data.get("num_layers")
-        if isinstance(planned_layers, int) and planned_layers != anatomy.num_layers:
-            raise UserError(f"allocation file {path} was planned for a {planned_layers}-layer model; this model has {anatomy.num_layers} layers")
+        if record.num_layers is not None and record.num_layers != anatomy.num_layers:
+            raise UserError(
+                f"allocation file {where} was planned for a {record.num_layers}-layer model; this model has {anatomy.num_layers} layers"
+            )
         known = anatomy.by_name()
-        for m in data["modules"]:
-            here = known.get(m["name"])
-            shape = (m.get("in_features"), m.get("out_features"))
+        for m in record.modules:
+            if m.alpha is None:
+                raise UserError(
+                    f"allocation file {where}: every entry of 'modules' needs name, rank and alpha ({m.name} has no alpha)"
+                )
+            here = known.get(m.name)
+            shape = (m.in_features, m.out_features)
             if here is not None and None not in shape and shape != (here.in_features, here.out_features):
                 raise UserError(
-                    f"allocation file {path}: module {m['name']} was planned as {shape[0]}->{shape[1]}, "
+                    f"allocation file {where}: module {m.name} was planned as {shape[0]}->{shape[1]}, "
                     f"but this model's is {here.in_features}->{here.out_features}; plan again for this model"
                 )
-        budget = {k: v for k, v in (data.get("budget") or {}).items() if k in ("target", "budget_rank")}
+        budget = {k: v for k, v in record.budget.items() if k in ("target", "budget_rank")}
         return cls(
-            anatomy, ranks, alphas, data.get("strategy", "custom"), data.get("params") or {},
-            data.get("alpha_policy", "proportional"), int(data.get("lora_r", 8)), float(data.get("lora_alpha", 16.0)),
-            budget, data.get("scores"), data.get("meta") or {},
+            anatomy,
+            record.ranks,
+            {m.name: m.alpha for m in record.modules},
+            record.strategy,
+            record.params,
+            record.alpha_policy or _DEFAULTS.alpha_policy,
+            record.lora_r or _DEFAULTS.lora_r,
+            _DEFAULTS.lora_alpha if record.lora_alpha is None else record.lora_alpha,
+            budget,
+            record.scores,
+            dict(record.meta),
         )
 
     # --- PEFT ---
@@ -211,7 +210,9 @@ def verify(peft_model, allocation: Allocation, adapter_name: str = "default") ->
         m, rank = planned[key], allocation.ranks[key]
         a, b = module.lora_A[adapter_name].weight, module.lora_B[adapter_name].weight
         if tuple(a.shape) != (rank, m.in_features) or tuple(b.shape) != (m.out_features, rank):
-            problems.append(f"{key}: lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)}, planned rank {rank} for {m.in_features}->{m.out_features}")
+            problems.append(
+                f"{key}: lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)}, planned rank {rank} for {m.in_features}->{m.out_features}"
+            )
         scaling = module.scaling[adapter_name]
         if not math.isclose(scaling, allocation.scaling(key), rel_tol=1e-6):
             problems.append(f"{key}: scaling {scaling:g}, planned {allocation.scaling(key):g}")
@@ -237,5 +238,5 @@ def adapted_modules(peft_model, attribute: str = "lora_A", adapter_name: str = "
 def _strip_peft_prefix(name: str) -> str:
     for prefix in ("base_model.model.", "base_model."):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name

@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .errors import UnsupportedModelError, UserError
-
-ROLES = ("q", "k", "v", "o", "qkv", "up", "gate", "down", "other")
-ATTENTION_ROLES = frozenset({"q", "k", "v", "o", "qkv"})
-MLP_ROLES = frozenset({"up", "gate", "down"})
+from .schema import ATTENTION_ROLES, MLP_ROLES, ROLES  # noqa: F401 - re-exported
 
 # Leaf names by role. Order matters only for readability: every name maps to one role.
 _ATTENTION_LEAVES = {
@@ -90,7 +87,7 @@ class Anatomy:
         """What one unit of uniform rank costs, over all targeted modules."""
         return sum(m.params_per_rank for m in self.modules)
 
-    def select(self, target_modules: list[str] | None) -> "Anatomy":
+    def select(self, target_modules: list[str] | None) -> Anatomy:
         """Keep the modules named by leaf name (PEFT style), role name, or full name."""
         if not target_modules:
             return self

@@ -25,11 +25,14 @@ def budget_for_rank(anatomy: Anatomy, rank: int) -> int:
 
 
 def match_budget(anatomy: Anatomy, shape: Ranks, target: int, min_rank: int = 1, max_rank: int = 256) -> Ranks:
-    """Integer ranks proportional to `shape`, within [min_rank, max_rank], whose parameter count
-    is the largest not above `target` reachable by one-rank steps (so within one rank-step of it).
+    """Integer ranks proportional to `shape`, within [min_rank, max_rank], never above `target`.
 
     1. Find the scale s where sum(clamp(s * shape)) * cost hits the target (bisection).
-    2. Floor the scaled ranks, then hand out single ranks by largest remainder while they fit.
+    2. Floor the scaled ranks, then hand out single ranks, largest remainder first, while they fit.
+    3. Repeat that pass until no module fits one more rank.
+    Guarantee: the count is <= target, and the fill is maximal: no module can take one more rank
+    without passing the target or max_rank (so the count is within one of the cheapest fitting
+    module's rank-step of the target).
     """
     modules = [m for m in anatomy.modules if shape.get(m.name, 0) > 0]
     if not modules:
@@ -37,9 +40,13 @@ def match_budget(anatomy: Anatomy, shape: Ranks, target: int, min_rank: int = 1,
     lowest = sum(min_rank * m.params_per_rank for m in modules)
     highest = sum(max_rank * m.params_per_rank for m in modules)
     if target < lowest:
-        raise UserError(f"budget {target:,} is below the smallest possible ({lowest:,} = rank {min_rank} everywhere); raise --budget or lower min_rank")
+        raise UserError(
+            f"budget {target:,} is below the smallest possible ({lowest:,} = rank {min_rank} everywhere); raise --budget or lower min_rank"
+        )
     if target > highest:
-        raise UserError(f"budget {target:,} is above the largest possible ({highest:,} = rank {max_rank} everywhere); lower --budget or raise max_rank")
+        raise UserError(
+            f"budget {target:,} is above the largest possible ({highest:,} = rank {max_rank} everywhere); lower --budget or raise max_rank"
+        )
 
     def scaled(scale: float) -> dict[str, float]:
         return {m.name: min(max_rank, max(min_rank, scale * shape[m.name])) for m in modules}
@@ -56,9 +63,12 @@ def match_budget(anatomy: Anatomy, shape: Ranks, target: int, min_rank: int = 1,
     spent = count_params(anatomy, ranks)
     # Largest remainder first; ties go to earlier modules so the result is deterministic.
     order = sorted(modules, key=lambda m: (-(exact[m.name] - ranks[m.name]), m.name))
-    for _round in range(2):  # a second pass fills what the first could not (e.g. after clamping)
+    added = True
+    while added:  # later passes fill what the first could not (after clamping, or with cheap modules left)
+        added = False
         for m in order:
             if ranks[m.name] < max_rank and spent + m.params_per_rank <= target:
                 ranks[m.name] += 1
                 spent += m.params_per_rank
+                added = True
     return ranks

@@ -7,6 +7,8 @@ Key names follow what axolotl / LLaMA-Factory / PEFT users already know (`lora_r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import types
 import typing
@@ -17,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .io import atomic_write_text
 
 
 @dataclass
@@ -80,7 +83,7 @@ class TrainingConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/latest"
+    dir: str | None = None  # None: runs/<strategy>-<config id>
     overwrite: bool = False
     resume: bool = False
     save_adapter: bool = True
@@ -98,13 +101,25 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, where: str = "config") -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "config") -> RunConfig:
         return from_dict(cls, data or {}, where)
 
-    def with_overrides(self, overrides: list[str] | dict[str, Any], where: str = "override") -> "RunConfig":
+    def with_overrides(self, overrides: list[str] | dict[str, Any], where: str = "override") -> RunConfig:
         data = self.to_dict()
         apply_overrides(data, overrides, where)
         return RunConfig.from_dict(data, where)
+
+    def config_id(self) -> str:
+        """Stable id of what determines a run's outcome (the output section is excluded)."""
+        data = self.to_dict()
+        data.pop("output", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def with_default_output(self) -> RunConfig:
+        """output.dir, when unset: runs/<strategy>-<config id>."""
+        if self.output.dir:
+            return self
+        return self.with_overrides({"output.dir": f"runs/{self.allocation.strategy}-{self.config_id()}"})
 
 
 def from_dict(cls, data: dict[str, Any], where: str):
@@ -202,7 +217,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any],
             if child is None and part in ("params", "field_map"):
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"{where}: {'.'.join(parts[: i + 1])!r} is not a section; valid sections: {', '.join(sorted(k for k, v in node.items() if isinstance(v, dict)))}")
+                raise UserError(
+                    f"{where}: {'.'.join(parts[: i + 1])!r} is not a section; valid sections: {', '.join(sorted(k for k, v in node.items() if isinstance(v, dict)))}"
+                )
             node = child
         node[parts[-1]] = value
 
@@ -231,7 +248,5 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
 
 
 def dump_yaml(config: RunConfig | dict[str, Any], path: str | Path) -> None:
-    from .io import atomic_write_text
-
     data = config.to_dict() if isinstance(config, RunConfig) else config
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -54,8 +54,14 @@ def environment(device: str) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine()
-    return {"python": platform.python_version(), **versions, "device": device, "device_name": name,
-            "threads": torch.get_num_threads(), **git_state()}
+    return {
+        "python": platform.python_version(),
+        **versions,
+        "device": device,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        **git_state(),
+    }
 
 
 def git_state() -> dict:
@@ -65,7 +71,9 @@ def git_state() -> dict:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return {"git_sha": None, "git_dirty": None}
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        )
         return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}

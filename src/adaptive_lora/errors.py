@@ -5,7 +5,7 @@ it instead of letting a traceback from deep inside transformers/PEFT/datasets re
 """
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Bad input from the user (file, field, flag or value). The message is one line."""
 
     exit_code = 2

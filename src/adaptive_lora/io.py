@@ -1,11 +1,11 @@
-"""Atomic file writes: a reader never sees a half-written result, and a crash loses nothing."""
+"""Atomic file writes: a reader never sees a half-written file, and a crash loses nothing."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +15,39 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+    """Write a temporary file in the same directory, fsync it, rename it over `path`, fsync the directory.
+
+    The temporary file is created with mode 0o666, so the process umask applies as for any ordinary
+    file (mkstemp would make it private, and reading the umask means changing it process-wide).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private; results are ordinary files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def finite_or_none(value: Any) -> Any:
@@ -51,6 +63,12 @@ def finite_or_none(value: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """One JSON line, appended (a log, not a result: a torn last line is skipped by readers)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

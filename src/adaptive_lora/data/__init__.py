@@ -8,14 +8,14 @@ Typical use (training):
 
 Modules: sources (reading files / datasets / hub), records (row -> normalized record), prompts
 (alpaca / chat / seed), tokenization (masking, over-length, collator), split (split + hash),
-prepare (the pipeline), inspection (`adaptive-lora data inspect`).
+prepare (the pipeline), inspection (what `adaptive-lora data inspect` prints).
 """
 
 from .prepare import PreparedData, load_records, prepare_data
 from .prompts import FORMATS, render, resolve_prompt_format
 from .report import REASONS, BadRow, DataReport
 from .split import content_hash, split_indices
-from .tokenization import IGNORE, Collator, build_example, length_grouped_order
+from .tokenization import IGNORE, Collator, build_example
 
 __all__ = [
     "FORMATS",
@@ -26,19 +26,10 @@ __all__ = [
     "DataReport",
     "PreparedData",
     "build_example",
-    "cmd_data_inspect",
     "content_hash",
-    "length_grouped_order",
     "load_records",
     "prepare_data",
     "render",
     "resolve_prompt_format",
     "split_indices",
 ]
-
-
-def cmd_data_inspect(args):
-    """`adaptive-lora data inspect` (imported lazily by the CLI)."""
-    from .inspection import cmd_data_inspect as run
-
-    return run(args)

@@ -1,4 +1,4 @@
-"""`adaptive-lora data inspect SOURCE`: what a data source looks like to training, before training.
+"""What a data source looks like to training, before training (`adaptive-lora data inspect SOURCE`).
 
 Prints rows read/kept/dropped (by reason, with the first row numbers), the share of rows with an
 input, token-length percentiles of prompt and response under the model's tokenizer, how many
@@ -7,16 +7,10 @@ rows exceed --sequence-len, and the first example with its masked prompt span ma
 
 from __future__ import annotations
 
-import json
-import sys
-
 from ..errors import UserError
-from ..io import finite_or_none
 from .prepare import load_records
 from .prompts import render, resolve_prompt_format
 from .tokenization import encode_texts
-
-MASK_OPEN, MASK_CLOSE = "[masked]", "[/masked]"
 
 
 def parse_field_map(items: list[str] | None) -> dict[str, str]:
@@ -30,8 +24,9 @@ def parse_field_map(items: list[str] | None) -> dict[str, str]:
     return field_map
 
 
-def inspect_source(source: str, tokenizer, prompt_format: str = "auto", sequence_len: int = 256,
-                   field_map: dict | None = None) -> dict:
+def inspect_source(
+    source: str, tokenizer, prompt_format: str = "auto", sequence_len: int = 256, field_map: dict | None = None
+) -> dict:
     """The inspection summary as a JSON-able dict (what --json prints)."""
     if sequence_len < 2:
         raise UserError(f"--sequence-len must be >= 2, got {sequence_len}")
@@ -42,19 +37,30 @@ def inspect_source(source: str, tokenizer, prompt_format: str = "auto", sequence
     response_lens = [len(e.response_ids) for e in encoded]
     first = encoded[0]
     return {
-        "source": source, "path": report.path, "source_kind": report.source_kind, "row_unit": report.row_unit,
-        "prompt_format": prompt_format, "sequence_len": sequence_len,
-        "rows_read": report.rows_read, "rows_kept": report.rows_kept,
-        "dropped": report.dropped, "first_bad_rows": report.first_bad_rows,
+        "source": source,
+        "path": report.path,
+        "source_kind": report.source_kind,
+        "row_unit": report.row_unit,
+        "prompt_format": prompt_format,
+        "sequence_len": sequence_len,
+        "rows_read": report.rows_read,
+        "rows_kept": report.rows_kept,
+        "dropped": report.dropped,
+        "first_bad_rows": report.first_bad_rows,
         "with_input_share": report.with_input_share,
-        "tokens": {"prompt": percentiles(prompt_lens), "response": percentiles(response_lens),
-                   "total": percentiles([len(e) for e in encoded])},
+        "tokens": {
+            "prompt": percentiles(prompt_lens),
+            "response": percentiles(response_lens),
+            "total": percentiles([len(e) for e in encoded]),
+        },
         "over_sequence_len": sum(len(e) > sequence_len for e in encoded),
         "prompt_over_sequence_len": sum(n >= sequence_len for n in prompt_lens),
         "example": {
             "row": records[0]["row"],
-            "prompt": tokenizer.decode(first.prompt_ids), "response": tokenizer.decode(first.response_ids),
-            "prompt_tokens": len(first.prompt_ids), "response_tokens": len(first.response_ids),
+            "prompt": tokenizer.decode(first.prompt_ids),
+            "response": tokenizer.decode(first.response_ids),
+            "prompt_tokens": len(first.prompt_ids),
+            "response_tokens": len(first.response_ids),
         },
     }
 
@@ -66,38 +72,6 @@ def percentiles(values: list[int]) -> dict[str, float]:
     return {"p50": int(p50), "p90": int(p90), "p99": int(p99), "max": int(max(values)), "mean": round(float(np.mean(values)), 1)}
 
 
-def cmd_data_inspect(args) -> int:
-    from ..models import load_tokenizer
-
-    field_map = parse_field_map(args.field_map)
-    tokenizer = load_tokenizer(args.model)
-    summary = inspect_source(args.source, tokenizer, args.format, args.sequence_len, field_map)
-    summary["model"] = args.model
-    if args.json:
-        print(json.dumps(finite_or_none(summary), ensure_ascii=False))
-    else:
-        print_summary(summary)
-    return 0
-
-
-def print_summary(summary: dict, file=None) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    # rich styles the masked span on a terminal and prints plain text when piped; soft_wrap
-    # keeps long lines intact instead of re-wrapping them at the terminal width.
-    console = Console(file=file or sys.stdout, soft_wrap=True, highlight=False, emoji=False, markup=False)
-    for line in summary_lines(summary):
-        console.print(line)
-    example = summary["example"]
-    console.print(f"\nfirst example ({_unit(summary)} {example['row']}, {example['prompt_tokens']} prompt + "
-                  f"{example['response_tokens']} response tokens; {MASK_OPEN}...{MASK_CLOSE} = prompt, label -100, no loss):")
-    text = Text()
-    text.append(MASK_OPEN + example["prompt"] + MASK_CLOSE, style="dim")
-    text.append(example["response"], style="bold")
-    console.print(text)
-
-
 def summary_lines(summary: dict) -> list[str]:
     dropped = sum(summary["dropped"].values())
     lines = [
@@ -107,7 +81,7 @@ def summary_lines(summary: dict) -> list[str]:
     for reason, count in summary["dropped"].items():
         first = summary["first_bad_rows"].get(reason, [])
         more = ", ..." if count > len(first) else ""
-        lines.append(f"  {reason}: {count} ({_unit(summary)}s {', '.join(map(str, first))}{more})")
+        lines.append(f"  {reason}: {count} ({row_unit(summary)}s {', '.join(map(str, first))}{more})")
     lines.append(f"with input: {100 * summary['with_input_share']:.1f}% of kept rows")
     lines.append(f"prompt format: {summary['prompt_format']} (model {summary.get('model', '?')})")
     lines.append(f"{'tokens':<10}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}{'mean':>8}")
@@ -121,5 +95,5 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _unit(summary: dict) -> str:
+def row_unit(summary: dict) -> str:
     return summary.get("row_unit", "row")

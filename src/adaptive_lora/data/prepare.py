@@ -77,7 +77,9 @@ def prepare_data(cfg, tokenizer, sequence_len: int) -> PreparedData:
     bad.check_fraction(report.n_dropped - dropped_before, len(train_idx) + len(eval_idx), cfg.max_bad_fraction)
     for name, kept in (("train", train_examples), ("eval", eval_examples)):
         if not kept:
-            raise UserError(f"no {name} rows of {report.path} fit training.sequence_len={sequence_len}; main reason: {bad.main_reason()}")
+            raise UserError(
+                f"no {name} rows of {report.path} fit training.sequence_len={sequence_len}; main reason: {bad.main_reason()}"
+            )
 
     _fill_report(report, cfg, prompt_format, sequence_len, train_records, eval_records, train_examples, eval_examples)
     report.truncated = encode.truncated

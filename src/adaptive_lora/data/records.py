@@ -19,8 +19,16 @@ from .report import BadRow
 from .sources import json_type
 
 FIELDS = ("instruction", "input", "output", "messages", "conversations")
-ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "model": "assistant",
-         "bot": "assistant", "chatgpt": "assistant", "system": "system"}
+ROLES = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "chatgpt": "assistant",
+    "system": "system",
+}
 HASHED_KEYS = ("instruction", "input", "output", "messages")
 MISSING = object()
 
@@ -30,7 +38,9 @@ def check_field_map(field_map: dict | None) -> dict[str, str]:
     field_map = dict(field_map or {})
     for key, column in field_map.items():
         if key not in FIELDS:
-            raise UserError(f"data.field_map: unknown field {key!r}; map one of {', '.join(FIELDS)} to a column name (e.g. instruction=question)")
+            raise UserError(
+                f"data.field_map: unknown field {key!r}; map one of {', '.join(FIELDS)} to a column name (e.g. instruction=question)"
+            )
         if not isinstance(column, str) or not column:
             raise UserError(f"data.field_map.{key}: expected a column name, got {column!r}")
     return field_map

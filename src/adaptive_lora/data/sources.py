@@ -13,16 +13,25 @@ import bisect
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UserError
 from ..hub import hub_call
 from .report import BadRow
 
 BUILTIN = "builtin"
-FILE_TYPES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+FILE_TYPES = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SUPPORTED = "a .json/.jsonl/.csv/.tsv/.parquet file, a dataset directory, a hub id or `builtin`"
@@ -167,7 +176,9 @@ def read_directory(path: Path) -> RawData:
         return read_saved_dataset(path)
     files = _data_files(path)
     if not files:
-        raise UserError(f"{path} is neither a saved dataset (datasets save_to_disk) nor a directory of .json/.jsonl/.csv/.parquet files")
+        raise UserError(
+            f"{path} is neither a saved dataset (datasets save_to_disk) nor a directory of .json/.jsonl/.csv/.parquet files"
+        )
     if len(files) == 1:
         return read_file(files[0])
     return _concat([read_file(f) for f in files], str(path))
@@ -175,7 +186,8 @@ def read_directory(path: Path) -> RawData:
 
 def _data_files(path: Path) -> list[Path]:
     files = sorted(
-        p for p in path.rglob("*")
+        p
+        for p in path.rglob("*")
         if p.is_file() and p.suffix.lower() in FILE_TYPES and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     train = [p for p in files if "train" in p.relative_to(path).as_posix().lower()]

@@ -49,5 +49,5 @@ def content_hash(train: list[dict], eval_: list[dict]) -> str:
     digest = hashlib.sha256()
     for split, records in (("eval", eval_), ("train", train)):
         for record in records:
-            digest.update(f"{split}\t{canonical_json(record)}\n".encode("utf-8"))
+            digest.update(f"{split}\t{canonical_json(record)}\n".encode())
     return digest.hexdigest()

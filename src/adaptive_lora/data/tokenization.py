@@ -1,4 +1,4 @@
-"""Prompt-masked tokenization, over-length handling, the padding collator and length grouping.
+"""Prompt-masked tokenization, over-length handling and the padding collator.
 
 Prompt and response are tokenized separately and concatenated, so the mask boundary is exact.
 The prompt gets the tokenizer's own special prefix (BOS) unless the text already starts with it
@@ -9,15 +9,15 @@ token IS the EOS token, and masking by id would silently stop the model learning
 
 from __future__ import annotations
 
-import random
 import weakref
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..schema import IGNORE_INDEX
 from .prompts import render
 from .report import BadRow
 
-IGNORE = -100  # label of a position without loss
+IGNORE = IGNORE_INDEX  # label of a position without loss
 OVERLENGTH = ("truncate", "drop", "error")
 BATCH = 1024  # texts per tokenizer call
 
@@ -85,7 +85,9 @@ def fit(encoded: Encoded, sequence_len: int, overlength: str) -> tuple[Encoded, 
         raise BadRow("over_length", f"{len(encoded)} tokens > sequence_len {sequence_len}")
     room = sequence_len - len(encoded.prompt_ids)
     if room < 1:
-        raise BadRow("no_supervised_tokens", f"the prompt alone is {len(encoded.prompt_ids)} tokens >= sequence_len {sequence_len}")
+        raise BadRow(
+            "no_supervised_tokens", f"the prompt alone is {len(encoded.prompt_ids)} tokens >= sequence_len {sequence_len}"
+        )
     return Encoded(encoded.prompt_ids, encoded.response_ids[:room]), True
 
 
@@ -94,8 +96,9 @@ def to_example(encoded: Encoded, train_on_prompt: bool = False) -> dict:
     return {"input_ids": encoded.prompt_ids + encoded.response_ids, "labels": prompt_labels + list(encoded.response_ids)}
 
 
-def build_example(record: dict, tokenizer, prompt_format: str, sequence_len: int,
-                  overlength: str = "truncate", train_on_prompt: bool = False) -> dict:
+def build_example(
+    record: dict, tokenizer, prompt_format: str, sequence_len: int, overlength: str = "truncate", train_on_prompt: bool = False
+) -> dict:
     """One training example {"input_ids", "labels"} from a normalized record.
 
     Raises BadRow (reason over_length or no_supervised_tokens) when the row must be dropped, and
@@ -147,24 +150,7 @@ class Collator:
             input_ids[i, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
             labels[i, :n] = torch.tensor(feature["labels"], dtype=torch.long)
             attention[i, :n] = 1
+        # Position 0 has no previous token, so no logit predicts it: ignoring its label makes the
+        # count of supervised labels (what Trainer normalises by) equal the count the loss sums over.
+        labels[:, 0] = IGNORE
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def length_grouped_order(lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50) -> list[int]:
-    """An index order whose consecutive `batch_size` chunks hold similar lengths (less padding),
-    still random: shuffle, sort within mega-batches of `mega` batches, then shuffle the batches.
-    The longest batch comes first so an out-of-memory error shows up at step one."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    size = max(1, batch_size) * mega
-    batches = []
-    for start in range(0, len(order), size):
-        group = sorted(order[start : start + size], key=lambda i: -lengths[i])
-        batches.extend(group[k : k + batch_size] for k in range(0, len(group), max(1, batch_size)))
-    if not batches:
-        return []
-    longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]])
-    first = batches.pop(longest)
-    rng.shuffle(batches)
-    return [i for batch in [first, *batches] for i in batch]

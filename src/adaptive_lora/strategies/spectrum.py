@@ -20,10 +20,10 @@ import time
 import torch
 from torch import nn
 
-from .anatomy import Anatomy
-from .errors import UserError
-from .scoring import base_weight, scores_to_shape
-from .strategies import StrategyOutput
+from ..anatomy import Anatomy
+from ..errors import UserError
+from .base import Param, Strategy, StrategyOutput, register
+from .scoring import SHAPE_PARAMS, base_weight, scores_to_shape
 
 MEASURES = ("effective_rank", "stable_rank")
 
@@ -42,13 +42,16 @@ def spectral_score(weight: torch.Tensor, measure: str = "effective_rank") -> flo
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def spectrum(anatomy: Anatomy, *, measure: str, temperature: float, min_rank: float, max_rank: float,
-             normalize: bool, model: nn.Module) -> StrategyOutput:
+def spectrum(
+    anatomy: Anatomy, *, measure: str, temperature: float, min_rank: float, max_rank: float, normalize: bool, model: nn.Module
+) -> StrategyOutput:
     if measure not in MEASURES:
         raise UserError(f"spectrum: measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     if isinstance(model, str):
-        raise UserError("spectrum needs the model's real weights; load it with adaptive_lora.models.load_model "
-                        "(`adaptive-lora plan --strategy spectrum` does this)")
+        raise UserError(
+            "spectrum needs the model's real weights; load it with adaptive_lora.models.load_model "
+            "(`adaptive-lora plan --strategy spectrum` does this)"
+        )
     start = time.perf_counter()
     scores = {}
     with torch.no_grad():
@@ -56,5 +59,25 @@ def spectrum(anatomy: Anatomy, *, measure: str, temperature: float, min_rank: fl
             value = spectral_score(base_weight(model, m.name), measure)
             scores[m.name] = value / min(m.in_features, m.out_features) if normalize else value
     shape = scores_to_shape(scores, temperature, min_rank, max_rank)
-    meta = {"method": "spectrum", "measure": measure, "normalize": normalize, "probe_time_s": time.perf_counter() - start, "probe_batches": 0}
+    meta = {
+        "method": "spectrum",
+        "measure": measure,
+        "normalize": normalize,
+        "probe_time_s": time.perf_counter() - start,
+        "probe_batches": 0,
+    }
     return StrategyOutput(shape, scores, meta)
+
+
+register(
+    Strategy(
+        "spectrum",
+        "rank shape from each base weight's singular values: effective rank (entropy) or stable rank; no data",
+        spectrum,
+        (
+            Param("measure", str, "effective_rank", "effective_rank (Roy & Vetterli) or stable_rank (||W||_F^2 / ||W||_2^2)"),
+            *SHAPE_PARAMS,
+        ),
+        needs=("weights",),
+    )
+)

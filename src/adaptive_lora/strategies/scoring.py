@@ -13,7 +13,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..data import Collator
+from ..errors import UserError
+from .base import Param
+
+SHAPE_PARAMS = (
+    Param("temperature", float, 1.0, "shape = score ** temperature (0 uniform, >1 sharper, <0 inverted)"),
+    Param(
+        "min_rank", float, 1.0, "shape floor: with max_rank bounds the largest/smallest rank ratio before budget matching", 0.0
+    ),
+    Param("max_rank", float, 32.0, "shape of the best-scored module (only the ratio to min_rank matters)", 0.0),
+    Param("normalize", bool, True, "divide each score by its size (per-parameter mean / fraction of full rank)"),
+)
+PROBE_PARAMS = (
+    Param("probe_batches", int, 4, "training batches the probe reads (never the eval split)", 1),
+    Param("probe_batch_size", int, 4, "rows per probe batch", 1),
+)
 
 
 def scores_to_shape(scores: dict[str, float], temperature: float, min_rank: float, max_rank: float) -> dict[str, float]:
@@ -41,8 +56,10 @@ def base_weight(model: nn.Module, name: str) -> torch.Tensor:
     except AttributeError:
         raise UserError(f"the model has no module {name!r}; plan with the same model the strategy measures") from None
     if weight.device.type == "meta":
-        raise UserError("this strategy measures the real weights, but the model was built without them (meta device); "
-                        "load it with adaptive_lora.models.load_model (the CLI does this for you)")
+        raise UserError(
+            "this strategy measures the real weights, but the model was built without them (meta device); "
+            "load it with adaptive_lora.models.load_model (the CLI does this for you)"
+        )
     return weight
 
 
@@ -77,10 +94,10 @@ def probe_rows(n_train: int, seed: int, batches: int, batch_size: int) -> list[l
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def probe_batches(data: Any, model: nn.Module, seed: int, batches: int, batch_size: int) -> tuple[list[dict], list[list[int]]]:
+def draw_probe_batches(
+    data: Any, model: nn.Module, seed: int, batches: int, batch_size: int
+) -> tuple[list[dict], list[list[int]]]:
     """Collated probe batches of training rows (on the model's device) and the row indices used."""
-    from .data import Collator
-
     rows = probe_rows(len(data.train), seed, batches, batch_size)
     collate = Collator(pad_id_of(model))
     device = model_device(model)

@@ -17,22 +17,18 @@ Use from a report:
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from ..schema import ROLES, try_read_allocation
+from .plotting import DPI
 
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-ROLE_ORDER = ("q", "k", "v", "o", "qkv", "up", "gate", "down", "other")  # as anatomy.ROLES (no torch import here)
-DPI = 120
 Run = tuple[str, dict[str, Any]]
 
 
@@ -52,11 +48,8 @@ def runs_from_frame(df) -> list[Run]:
 
 
 def read_allocation(run_dir: str | Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((Path(run_dir) / "allocation.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("modules"), list) else None
+    record = try_read_allocation(run_dir)
+    return record.to_dict() if record is not None else None
 
 
 def _placement(allocation: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
@@ -80,7 +73,7 @@ def _grid(values: dict[str, float], layers: dict[str, int], roles: dict[str, str
     for name, value in values.items():
         if name in layers and value is not None and math.isfinite(float(value)):
             cells[(roles[name], layers[name])].append(float(value))
-    role_list = [r for r in ROLE_ORDER if any(k[0] == r for k in cells)] + sorted({k[0] for k in cells} - set(ROLE_ORDER))
+    role_list = [r for r in ROLES if any(k[0] == r for k in cells)] + sorted({k[0] for k in cells} - set(ROLES))
     layer_list = sorted({k[1] for k in cells})
     grid = np.full((len(role_list), len(layer_list)), np.nan)
     for (role, layer), v in cells.items():
@@ -91,7 +84,7 @@ def _grid(values: dict[str, float], layers: dict[str, int], roles: dict[str, str
 def _mean_grids(grids: list[tuple[list[str], list[int], np.ndarray]]):
     """Average grids of the same label (same model: same roles and layers); ignores mismatching ones."""
     roles, layers, first = grids[0]
-    same = [g for r, l, g in grids if r == roles and l == layers]
+    same = [g for r, lay, g in grids if r == roles and lay == layers]
     with np.errstate(all="ignore"):
         return roles, layers, np.nanmean(np.stack(same), axis=0) if len(same) > 1 else first, len(same)
 
@@ -125,12 +118,14 @@ def adalora_groups(runs: list[Run]) -> dict[str, dict[str, Any]]:
             continue
         layers, roles = _placement(allocation)
         final = {n: 0 for n in meta["initial_ranks"]} | {m["name"]: m["rank"] for m in allocation["modules"]}
-        grouped[label].append((_grid(meta["initial_ranks"], layers, roles), _grid(final, layers, roles), _role_history(meta, roles)))
+        grouped[label].append(
+            (_grid(meta["initial_ranks"], layers, roles), _grid(final, layers, roles), _role_history(meta, roles))
+        )
     out = {}
     for label, items in grouped.items():
-        r, l, initial, n = _mean_grids([i for i, _, _ in items])
+        r, lay, initial, n = _mean_grids([i for i, _, _ in items])
         _, _, final, _ = _mean_grids([f for _, f, _ in items])
-        out[label] = {"roles": r, "layers": l, "initial": initial, "final": final, "runs": n, "history": items[0][2]}
+        out[label] = {"roles": r, "layers": lay, "initial": initial, "final": final, "runs": n, "history": items[0][2]}
     return out
 
 
@@ -147,7 +142,11 @@ def _draw(ax, roles, layers, grid, title, vmin, vmax, cmap="viridis"):
     image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_yticks(range(len(roles)), roles)
     step = max(1, math.ceil(len(layers) / 32))
-    ax.set_xticks(range(0, len(layers), step), [str(layers[i]) for i in range(0, len(layers), step)], fontsize=8 if len(layers) > 16 else None)
+    ax.set_xticks(
+        range(0, len(layers), step),
+        [str(layers[i]) for i in range(0, len(layers), step)],
+        fontsize=8 if len(layers) > 16 else None,
+    )
     ax.set_xlabel("layer")
     ax.set_ylabel("role")
     ax.set_title(title, fontsize=9)
@@ -196,14 +195,26 @@ def importance_figure_specs(runs: list[Run]) -> list[tuple[str, str, str, Figure
     specs = []
     fig = importance_score_figure(score_groups(runs))
     if fig is not None:
-        specs.append(("importance_scores", "Importance scores by layer and role", fig,
-                      "What each data-driven strategy measured per module (gradient sensitivity or Fisher, spectral rank, "
-                      "EVA's rank pattern, AdaLoRA's final triplet importance), scaled to each run's maximum and averaged over seeds."))
+        specs.append(
+            (
+                "importance_scores",
+                "Importance scores by layer and role",
+                fig,
+                "What each data-driven strategy measured per module (gradient sensitivity or Fisher, spectral rank, "
+                "EVA's rank pattern, AdaLoRA's final triplet importance), scaled to each run's maximum and averaged over seeds.",
+            )
+        )
     fig = adalora_rank_figure(adalora_groups(runs))
     if fig is not None:
-        specs.append(("adalora_ranks", "Where AdaLoRA put its rank", fig,
-                      "AdaLoRA starts every module at init_r (left) and prunes to the parameter budget; middle: the final ranks "
-                      "(0 = pruned away), averaged over seeds; right: mean rank per role over training."))
+        specs.append(
+            (
+                "adalora_ranks",
+                "Where AdaLoRA put its rank",
+                fig,
+                "AdaLoRA starts every module at init_r (left) and prunes to the parameter budget; middle: the final ranks "
+                "(0 = pruned away), averaged over seeds; right: mean rank per role over training.",
+            )
+        )
     return [(name, title, caption, figure) for name, title, figure, caption in specs]
 
 

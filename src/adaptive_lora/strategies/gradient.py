@@ -22,16 +22,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .anatomy import Anatomy
-from .errors import UserError
-from .loss import supervised_loss_sum
-from .scoring import base_weight, probe_batches, scores_to_shape
-from .strategies import StrategyOutput
+from ..anatomy import Anatomy
+from ..errors import UserError
+from ..loss import supervised_loss_sum
+from .base import Param, Strategy, StrategyOutput, register
+from .scoring import PROBE_PARAMS, SHAPE_PARAMS, base_weight, draw_probe_batches, scores_to_shape
 
 SCORES = ("sensitivity", "fisher")
 
 
-def gradient_scores(model: nn.Module, names: list[str], batches: list[dict], score: str = "sensitivity") -> tuple[dict[str, float], int]:
+def gradient_scores(
+    model: nn.Module, names: list[str], batches: list[dict], score: str = "sensitivity"
+) -> tuple[dict[str, float], int]:
     """Per-module score summed over `batches`, and the number of supervised tokens seen."""
     if score not in SCORES:
         raise UserError(f"gradient_importance: score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -66,8 +68,18 @@ def gradient_scores(model: nn.Module, names: list[str], batches: list[dict], sco
 
 
 def gradient_importance(
-    anatomy: Anatomy, *, score: str, probe_batches: int, probe_batch_size: int, temperature: float,
-    min_rank: float, max_rank: float, normalize: bool, model: nn.Module, data: Any, seed: int,
+    anatomy: Anatomy,
+    *,
+    score: str,
+    probe_batches: int,
+    probe_batch_size: int,
+    temperature: float,
+    min_rank: float,
+    max_rank: float,
+    normalize: bool,
+    model: nn.Module,
+    data: Any,
+    seed: int,
 ) -> StrategyOutput:
     """Rank shape proportional to each module's gradient importance ** temperature (see the module doc)."""
     start = time.perf_counter()
@@ -79,9 +91,13 @@ def gradient_importance(
     scores = {n: s / sizes[n] for n, s in raw.items()} if normalize else raw
     shape = scores_to_shape(scores, temperature, min_rank, max_rank)
     meta = {
-        "method": "gradient_importance", "score": score, "normalize": normalize,
-        "probe_time_s": time.perf_counter() - start, "probe_batches": len(batches),
-        "probe_rows": [i for chunk in rows for i in chunk], "probe_tokens": tokens,
+        "method": "gradient_importance",
+        "score": score,
+        "normalize": normalize,
+        "probe_time_s": time.perf_counter() - start,
+        "probe_batches": len(batches),
+        "probe_rows": [i for chunk in rows for i in chunk],
+        "probe_tokens": tokens,
     }
     return StrategyOutput(shape, scores, meta)
 
@@ -89,4 +105,15 @@ def gradient_importance(
 def _probe(data: Any, model: nn.Module, seed: int, batches: int, batch_size: int):
     if isinstance(model, str):
         raise UserError("gradient_importance needs the loaded model (real weights), not a model name")
-    return probe_batches(data, model, seed, batches, batch_size)
+    return draw_probe_batches(data, model, seed, batches, batch_size)
+
+
+register(
+    Strategy(
+        "gradient_importance",
+        "rank shape from a gradient probe on training batches: sensitivity |W*dL/dW| or Fisher (dL/dW)^2",
+        gradient_importance,
+        (Param("score", str, "sensitivity", "sensitivity (AdaLoRA's |W*grad|) or fisher (grad^2)"), *PROBE_PARAMS, *SHAPE_PARAMS),
+        needs=("weights", "data"),
+    )
+)

@@ -10,17 +10,18 @@ We change three things:
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .loss import evaluate_loss, supervised_loss_sum
+from ..loss import evaluate_loss, supervised_loss_sum
+from ..schema import append_metrics
 
 
 class Diverged(Exception):
@@ -61,7 +62,9 @@ class AdapterTrainer(Trainer):
             self.loss_is_scaled_for_ga = False
             loss = loss_sum / count.clamp(min=1)
         if self.extra_loss is not None:
-            loss = loss + self.extra_loss(model) / max(self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1, 1)
+            loss = loss + self.extra_loss(model) / max(
+                self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1, 1
+            )
         if self.check_loss:
             value = float(loss_sum.detach()) / max(int(count), 1)
             if not math.isfinite(value):
@@ -89,25 +92,39 @@ class GuardCallback(TrainerCallback):
 class MetricsCallback(TrainerCallback):
     """Writes metrics.jsonl (and optional periodic eval) and feeds a progress sink."""
 
-    def __init__(self, stats: StepStats, path: Path, evaluate: Callable[[], dict] | None, eval_steps: int | None,
-                 progress: Callable[[int, int, float | None], None] | None, log: Callable[[str], None]):
-        self.stats, self.path, self.evaluate, self.eval_steps = stats, path, evaluate, eval_steps
+    def __init__(
+        self,
+        stats: StepStats,
+        run_dir: Path,
+        evaluate: Callable[[], dict] | None,
+        eval_steps: int | None,
+        progress: Callable[[int, int, float | None], None] | None,
+        log: Callable[[str], None],
+    ):
+        self.stats, self.run_dir, self.evaluate, self.eval_steps = stats, run_dir, evaluate, eval_steps
         self.progress, self.log = progress, log
 
     def write(self, record: dict[str, Any]) -> None:
         record = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
         self.stats.history.append(record)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_metrics(self.run_dir, record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" not in logs:
             return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens,
-                  "train_loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "tokens_seen": self.stats.tokens,
+            "train_loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+        }
         self.write(record)
-        self.log(f"step {state.global_step}/{state.max_steps} loss {logs.get('loss'):.4f} lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm') or float('nan'):.3f}")
+        self.log(
+            f"step {state.global_step}/{state.max_steps} loss {logs.get('loss'):.4f} lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm') or float('nan'):.3f}"
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.stats.peak_rss = max(self.stats.peak_rss, _rss())
@@ -115,7 +132,14 @@ class MetricsCallback(TrainerCallback):
             self.progress(state.global_step, state.max_steps, self.stats.last_finite_loss)
         if self.evaluate and self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
             metrics = self.evaluate()
-            self.write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "tokens_seen": self.stats.tokens, "eval_loss": metrics["loss"]})
+            self.write(
+                {
+                    "step": state.global_step,
+                    "epoch": round(state.epoch or 0.0, 4),
+                    "tokens_seen": self.stats.tokens,
+                    "eval_loss": metrics["loss"],
+                }
+            )
             self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
 
 

@@ -17,7 +17,7 @@ class RunProgress:
         self._last_print = 0.0
 
     @classmethod
-    def standalone(cls, label: str = "train", quiet: bool = False) -> "RunProgress":
+    def standalone(cls, label: str = "train", quiet: bool = False) -> RunProgress:
         if quiet or not sys.stderr.isatty():
             return cls(None, label=label, quiet=True)
         progress = _make_progress()
@@ -37,8 +37,14 @@ class RunProgress:
 
 def _make_progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        transient=False,
     )
 
 

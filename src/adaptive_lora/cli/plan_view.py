@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .allocation import Allocation
-from .anatomy import ROLES
+from ..allocation import Allocation
+from ..schema import ROLES
 
 
 def plan_json(allocation: Allocation) -> dict[str, Any]:

@@ -36,16 +36,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from .anatomy import Anatomy
-from .errors import UserError
+from ..allocation import Allocation, adapted_modules, alphas_for
+from ..anatomy import Anatomy
+from ..errors import UserError
+from .base import Attached, Param, Strategy, TrainingContext, register
 
 log = logging.getLogger(__name__)
 ADAPTER = "default"
 BUDGET_UNITS = ("params", "rank")
 
 
-def adalora(anatomy: Anatomy, *, rank: int, init_ratio: float, init_r: int | None, tinit: float, tfinal: float, deltaT: int,
-            beta1: float, beta2: float, orth_reg_weight: float, budget_unit: str, history_points: int) -> dict[str, int]:
+def adalora(
+    anatomy: Anatomy,
+    *,
+    rank: int,
+    init_ratio: float,
+    init_r: int | None,
+    tinit: float,
+    tfinal: float,
+    deltaT: int,
+    beta1: float,
+    beta2: float,
+    orth_reg_weight: float,
+    budget_unit: str,
+    history_points: int,
+    prune: bool,
+) -> dict[str, int]:
     """The plan: uniform rank r, i.e. the budget AdaLoRA's final pattern is matched to (with a budget: rescaled)."""
     if budget_unit not in BUDGET_UNITS:
         raise UserError(f"adalora: budget_unit must be one of {', '.join(BUDGET_UNITS)}, got {budget_unit!r}")
@@ -131,44 +147,77 @@ def current_ranks(adalora_model, names: list[str], init_r: int) -> dict[str, int
 # --- attach, callback, finalize ----------------------------------------------------------------
 
 
-def attach_adalora(model: nn.Module, allocation, lora_dropout: float, context: dict[str, Any] | None = None):
-    from peft import AdaLoraConfig, get_peft_model
+class AdaLoraStrategy(Strategy):
+    """Plans uniform rank r (the budget); training runs PEFT's AdaLoRA, and `finalize` records where rank ended."""
 
-    from .adapters import AttachedAdapters
+    def attach(self, model: nn.Module, allocation: Allocation, context: TrainingContext) -> Attached:
+        from peft import AdaLoraConfig, get_peft_model
 
-    p = _params(allocation)
-    names = [m.name for m in allocation.modules]
-    per_rank = sum(m.params_per_rank for m in allocation.modules)
-    budget = int(allocation.budget.get("target") or allocation.trainable_params)
-    mean_rank = budget / per_rank
-    init_r = int(p["init_r"] or max(math.ceil(p["init_ratio"] * mean_rank), math.floor(mean_rank) + 1))
-    if init_r * per_rank < budget:
-        raise UserError(f"adalora: init_r={init_r} starts below the budget ({budget:,} parameters = mean rank {mean_rank:.2f}); raise init_r")
-    scaling = _scaling(allocation, init_r)
-    config = AdaLoraConfig(
-        init_r=init_r, target_r=max(1, round(mean_rank)), tinit=0, tfinal=0, deltaT=int(p["deltaT"]), beta1=p["beta1"], beta2=p["beta2"],
-        orth_reg_weight=p["orth_reg_weight"], total_step=_step_guess(context), lora_alpha=scaling * init_r, lora_dropout=lora_dropout,
-        target_modules=names, task_type="CAUSAL_LM", bias="none", fan_in_fan_out=any(m.conv1d for m in allocation.modules),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config)
-    check_adalora(peft_model, allocation, init_r)
-    inner = peft_model.base_model  # the AdaLoraModel
-    if p["budget_unit"] == "params":
-        inner.rankallocator = _param_budget_allocator()(inner.model, inner.peft_config[ADAPTER], ADAPTER, budget)
-    tracker = AdaLoraTracker(inner, names, init_r, p, budget)
-    info = {"init_r": init_r, "target_r": config.target_r, "budget_params": budget, "budget_unit": p["budget_unit"],
-            "lora_alpha_adalora": scaling * init_r, "scaling": scaling,
-            "trainable_params_during_training": sum(init_r * (m.params_per_rank + 1) for m in allocation.modules)}
-    return AttachedAdapters(peft_model, callbacks=[tracker.callback()], extra_loss=orthogonality_penalty(p["orth_reg_weight"]),
-                            finalize=lambda model, alloc: finalize_adalora(alloc, tracker, info))
+        p = self.resolve(
+            {k: v for k, v in (allocation.params or {}).items() if k in {q.name for q in self.params} and k != "rank"}
+        )
+        per_rank = sum(m.params_per_rank for m in allocation.modules)
+        budget = int(allocation.budget.get("target") or allocation.trainable_params)
+        mean_rank = budget / per_rank
+        if p["prune"]:
+            init_r = int(p["init_r"] or max(math.ceil(p["init_ratio"] * mean_rank), math.floor(mean_rank) + 1))
+        else:  # the control: AdaLoRA's parameterisation and penalty at fixed, uniform ranks within the budget
+            init_r = max(1, math.floor(mean_rank))
+        if init_r * per_rank < budget and p["prune"]:
+            raise UserError(
+                f"adalora: init_r={init_r} starts below the budget ({budget:,} parameters = mean rank {mean_rank:.2f}); raise init_r"
+            )
+        scaling = _scaling(allocation, init_r)
+        max_steps = context.max_steps if context.max_steps and context.max_steps > 0 else 1000  # replaced on_train_begin
+        config = AdaLoraConfig(
+            init_r=init_r,
+            target_r=max(1, round(mean_rank)),
+            tinit=0,
+            tfinal=0,
+            deltaT=int(p["deltaT"]),
+            beta1=p["beta1"],
+            beta2=p["beta2"],
+            orth_reg_weight=p["orth_reg_weight"],
+            total_step=max_steps,
+            lora_alpha=scaling * init_r,
+            lora_dropout=context.lora_dropout,
+            target_modules=[m.name for m in allocation.modules],
+            task_type="CAUSAL_LM",
+            bias="none",
+            fan_in_fan_out=any(m.conv1d for m in allocation.modules),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            peft_model = get_peft_model(model, config)
+        check_adalora(peft_model, allocation, init_r)
+        inner = peft_model.base_model  # the AdaLoraModel
+        if p["budget_unit"] == "params":
+            inner.rankallocator = _param_budget_allocator()(inner.model, inner.peft_config[ADAPTER], ADAPTER, budget)
+        tracker = AdaLoraTracker(inner, [m.name for m in allocation.modules], init_r, p, budget)
+        info = {
+            "init_r": init_r,
+            "target_r": config.target_r,
+            "budget_params": budget,
+            "budget_unit": p["budget_unit"],
+            "prune": p["prune"],
+            "lora_alpha_adalora": scaling * init_r,
+            "scaling": scaling,
+            "trainable_params_during_training": sum(init_r * (m.params_per_rank + 1) for m in allocation.modules),
+        }
+        return Attached(
+            peft_model,
+            callbacks=[tracker.callback()],
+            extra_loss=orthogonality_penalty(p["orth_reg_weight"]),
+            state=(tracker, info),
+        )
+
+    def finalize(self, attached: Attached, allocation: Allocation) -> Allocation:
+        tracker, info = attached.state
+        return finalize_adalora(allocation, tracker, info)
 
 
 def check_adalora(peft_model, allocation, init_r: int) -> None:
     """AdaLoRA's own `verify`: every planned module has P (out x init_r), E (init_r x 1), Q (init_r x in)."""
-    from .allocation import adapted_modules
-
     planned, seen, problems = allocation.anatomy.by_name(), set(), []
     for key, module in adapted_modules(peft_model, "lora_E", ADAPTER):
         seen.add(key)
@@ -187,7 +236,9 @@ def check_adalora(peft_model, allocation, init_r: int) -> None:
     if trainable != expected:
         problems.append(f"trainable parameters {trainable:,} != {expected:,} (init_r x (in + out + 1) per module)")
     if problems:
-        raise RuntimeError(f"the AdaLoRA model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5]))
+        raise RuntimeError(
+            f"the AdaLoRA model does not match the allocation ({len(problems)} problems): " + "; ".join(problems[:5])
+        )
 
 
 class AdaLoraTracker:
@@ -205,15 +256,22 @@ class AdaLoraTracker:
         fixed_tfinal = min(tfinal, max(total - 1, 0))
         fixed_tinit = min(tinit, max(total - fixed_tfinal - 1, 0))
         if (fixed_tinit, fixed_tfinal) != (tinit, tfinal):
-            log.warning("adalora: tinit=%s tfinal=%s leave no budgeting phase in %d steps; using tinit=%d tfinal=%d",
-                        tinit, tfinal, total, fixed_tinit, fixed_tfinal)
+            log.warning(
+                "adalora: tinit=%s tfinal=%s leave no budgeting phase in %d steps; using tinit=%d tfinal=%d",
+                tinit,
+                tfinal,
+                total,
+                fixed_tinit,
+                fixed_tfinal,
+            )
         config.total_step, config.tinit, config.tfinal = total, fixed_tinit, fixed_tfinal
         self.schedule = {"total_step": total, "tinit": fixed_tinit, "tfinal": fixed_tfinal, "deltaT": config.deltaT}
         self.every = max(1, math.ceil(total / max(1, int(self.params["history_points"]))))
         self.history = [(0, [self.init_r] * len(self.names))]
 
     def step(self, step: int) -> None:
-        self.model.update_and_allocate(step)
+        if self.params["prune"]:
+            self.model.update_and_allocate(step)
         if step % self.every == 0 or step == self.schedule.get("total_step"):
             ranks = current_ranks(self.model, self.names, self.init_r)
             self.history.append((step, [ranks[n] for n in self.names]))
@@ -235,15 +293,21 @@ class AdaLoraTracker:
 
 def finalize_adalora(allocation, tracker: AdaLoraTracker, info: dict[str, Any]):
     """The allocation AdaLoRA ended with: ranks = kept triplets per module, 0-rank modules listed."""
-    from .allocation import Allocation, alphas_for
-
     ranks = current_ranks(tracker.model, tracker.names, tracker.init_r)
     final = {n: r for n, r in ranks.items() if r > 0}
     meta = {
-        **allocation.meta, "method": "adalora", **info, "schedule": tracker.schedule,
+        **allocation.meta,
+        "method": "adalora",
+        **info,
+        "schedule": tracker.schedule,
         "initial_ranks": {n: tracker.init_r for n in tracker.names},
-        "rank_history": {"modules": tracker.names, "steps": [s for s, _ in tracker.history], "ranks": [r for _, r in tracker.history]},
-        "zero_rank_modules": sorted(n for n, r in ranks.items() if r == 0), "e_params": sum(final.values()),
+        "rank_history": {
+            "modules": tracker.names,
+            "steps": [s for s, _ in tracker.history],
+            "ranks": [r for _, r in tracker.history],
+        },
+        "zero_rank_modules": sorted(n for n, r in ranks.items() if r == 0),
+        "e_params": sum(final.values()),
         "planned_trainable_params": allocation.trainable_params,
     }
     scores = getattr(tracker.model.rankallocator, "last_scores", None) or allocation.scores
@@ -251,9 +315,17 @@ def finalize_adalora(allocation, tracker: AdaLoraTracker, info: dict[str, Any]):
         allocation.meta.update(meta, final_pattern_empty=True)
         return allocation
     return Allocation(
-        allocation.anatomy, final, alphas_for(final, allocation.alpha_policy, allocation.lora_alpha, allocation.lora_r),
-        allocation.strategy, allocation.params, allocation.alpha_policy, allocation.lora_r, allocation.lora_alpha,
-        allocation.budget, dict(scores) if scores else None, meta,
+        allocation.anatomy,
+        final,
+        alphas_for(final, allocation.alpha_policy, allocation.lora_alpha, allocation.lora_r),
+        allocation.strategy,
+        allocation.params,
+        allocation.alpha_policy,
+        allocation.lora_r,
+        allocation.lora_alpha,
+        allocation.budget,
+        dict(scores) if scores else None,
+        meta,
     )
 
 
@@ -265,8 +337,11 @@ def orthogonality_penalty(weight: float):
         if weight == 0:
             return 0.0
         if not params:
-            params.extend(("lora_A" in n, p) for n, p in model.named_parameters()
-                          if ("lora_A" in n or "lora_B" in n) and ADAPTER in n and p.requires_grad)
+            params.extend(
+                ("lora_A" in n, p)
+                for n, p in model.named_parameters()
+                if ("lora_A" in n or "lora_B" in n) and ADAPTER in n and p.requires_grad
+            )
         total = 0.0
         for is_a, p in params:
             cov = p @ p.T if is_a else p.T @ p
@@ -278,13 +353,6 @@ def orthogonality_penalty(weight: float):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _params(allocation) -> dict[str, Any]:
-    from .strategies import get_strategy
-
-    known = {p.name for p in get_strategy("adalora").params}
-    return get_strategy("adalora").resolve({k: v for k, v in (allocation.params or {}).items() if k in known and k != "rank"})
 
 
 def _scaling(allocation, init_r: int) -> float:
@@ -300,8 +368,43 @@ def _steps(value: float, total: int) -> int:
     return int(value * total) if 0 <= value < 1 else int(value)
 
 
-def _step_guess(context: dict[str, Any] | None) -> int:
-    """AdaLoraConfig wants total_step up front; the callback replaces it with the Trainer's max_steps."""
-    cfg = (context or {}).get("config")
-    steps = getattr(getattr(cfg, "training", None), "max_steps", -1)
-    return int(steps) if steps and steps > 0 else 1000
+register(
+    AdaLoraStrategy(
+        "adalora",
+        "PEFT's AdaLoRA: starts at init_r, prunes to the parameter budget during training; the final ranks are saved",
+        adalora,
+        (
+            Param("rank", int, 8, "the budget is uniform rank r's parameters (or allocation.budget / budget_rank)", 1),
+            Param("init_ratio", float, 1.5, "init_r = ceil(init_ratio x the budget's mean rank)", 1.0),
+            Param("init_r", int, None, "initial rank of every module (overrides init_ratio)", 1),
+            Param("tinit", float, 0.1, "warm-up steps at init_r (< 1: fraction of max_steps)", 0.0),
+            Param("tfinal", float, 0.2, "final steps at the fixed final ranks (< 1: fraction of max_steps)", 0.0),
+            Param("deltaT", int, 1, "steps between two budget allocations", 1),
+            Param("beta1", float, 0.85, "EMA of the sensitivity"),
+            Param("beta2", float, 0.85, "EMA of the uncertainty"),
+            Param(
+                "orth_reg_weight",
+                float,
+                0.1,
+                "orthogonality penalty weight (training loss only; paper 0.1, PEFT default 0.5)",
+                0.0,
+            ),
+            Param(
+                "budget_unit",
+                str,
+                "params",
+                "params (final pattern within the parameter budget) or rank (PEFT's target_r x modules)",
+            ),
+            Param("history_points", int, 20, "rank-pattern snapshots kept in meta['rank_history']", 1),
+            Param(
+                "prune",
+                bool,
+                True,
+                "reallocate rank during training (false: AdaLoRA's parameterisation at fixed uniform ranks, the control)",
+            ),
+        ),
+        rank_param="rank",
+        changes=("dynamics",),
+        controls=({"label": "adalora dynamics, uniform ranks", "params": {"prune": False}},),
+    )
+)

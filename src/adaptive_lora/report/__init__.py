@@ -1,0 +1,74 @@
+"""Reports: a sweep directory -> results.csv, summary.csv, stats.csv, figures/, report.md, report.html.
+
+    collect.py   the runs of a sweep as one table (results.csv), in report order
+    compare.py   per-group summaries and paired statistics against uniform
+    stats.py     the statistics themselves (CIs, paired tests, Holm)
+    figures.py   figures (heatmaps.py, figures_importance.py for rank and importance maps)
+    blocks.py    report blocks rendered as Markdown and HTML; sections.py, study.py: what the report says
+
+Torch-free: a report can be written on a machine without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UserError
+from ..io import atomic_write_text
+from ..schema import RUN_MARKER, SWEEP_MARKER
+from ..workdirs import is_run_dir, is_sweep_dir
+from .blocks import render_html, render_markdown
+from .collect import read_sweep, relative_path, runs_frame
+from .compare import paired_stats, summarize
+from .figures import render_all
+from .sections import ReportContext, build_blocks
+
+
+def _csv(df: pd.DataFrame) -> str:
+    # Missing values become empty cells (never "nan"); 15 significant digits drop only float noise (3.0999999999999996).
+    return df.to_csv(index=False, na_rep="", float_format="%.15g", lineterminator="\n")
+
+
+def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, Any]:
+    """Write results.csv, summary.csv, stats.csv, figures/, report.md and report.html into sweep_dir."""
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise UserError(f"sweep directory {sweep} does not exist; give the --out directory of `adaptive-lora run`")
+    if not (is_sweep_dir(sweep) or is_run_dir(sweep)):
+        raise UserError(
+            f"{sweep} is not an adaptive-lora sweep or run directory (no {SWEEP_MARKER} or {RUN_MARKER}); "
+            "the report writes its files there, so nothing was written: give the --out directory of `adaptive-lora run`"
+        )
+    read = read_sweep(sweep)
+    df = runs_frame(read.runs)
+    summary, stats_table = summarize(df), paired_stats(df)
+    csv_df = df.assign(run_dir=[relative_path(p, sweep) for p in df["run_dir"]])
+    atomic_write_text(sweep / "results.csv", _csv(csv_df))
+    atomic_write_text(sweep / "summary.csv", _csv(summary))
+    atomic_write_text(sweep / "stats.csv", _csv(stats_table))
+    figure_files, figure_errors = render_all(df, sweep / "figures")
+    name = read.suite.name if read.suite else sweep.resolve().name
+    context = ReportContext(
+        title=title or f"adaptive-lora report: {name}",
+        sweep=sweep,
+        read=read,
+        df=df,
+        summary=summary,
+        stats=stats_table,
+        figures=figure_files,
+        figure_errors=figure_errors,
+    )
+    blocks = build_blocks(context)
+    md_path, html_path = sweep / "report.md", sweep / "report.html"
+    atomic_write_text(md_path, render_markdown(blocks, sweep))
+    atomic_write_text(html_path, render_html(blocks, context.title))
+    return {
+        "report_md": str(md_path),
+        "report_html": str(html_path),
+        "n_runs": len(df),
+        "skipped": read.skipped,
+        "others": read.others,
+    }

@@ -1,0 +1,12 @@
+"""Training one adapter: `train()` writes a complete run directory (docs/run-format.md).
+
+base.py     BaseContext: model, tokenizer and data loaded once, shared by runs
+engine.py   the transformers Trainer subclass: response-token loss, divergence guard, metrics
+run.py      train(): plan -> attach (the strategy's hook) -> train -> evaluate -> result.json
+"""
+
+from .base import BaseContext, prepare_base
+from .engine import Diverged
+from .run import finished_result, finished_run_of, train
+
+__all__ = ["BaseContext", "Diverged", "finished_result", "finished_run_of", "prepare_base", "train"]

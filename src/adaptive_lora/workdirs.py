@@ -1,0 +1,94 @@
+"""Run and sweep directories: only what adaptive-lora made may be reused or cleared.
+
+A run directory gets the marker file `.adaptive-lora-run` before anything else, a sweep directory
+`.adaptive-lora-sweep`. A directory that holds files but no marker is the user's: it is refused
+with a one-line error and nothing in it is touched. Clearing a run directory (an unfinished run, or
+`--overwrite`) removes only the entries a run writes (schema.RUN_FILES, our temporary files), so a
+file the user put there survives even that.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+from .schema import CHECKPOINT_DIR, CONFIG_FILE, RESULT_FILE, RUN_FILES, RUN_MARKER, SWEEP_MARKER
+
+
+def _entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+
+def _is_ours_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")  # io.atomic_write_* and adapter staging
+
+
+def _legacy_run_dir(names: list[str]) -> bool:
+    """A run directory written before markers existed: only run files, with a config and a result or log."""
+    return CONFIG_FILE in names and all(n in RUN_FILES or _is_ours_temporary(n) for n in names)
+
+
+def _foreign_error(path: Path, names: list[str], what: str) -> UserError:
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return UserError(
+        f"{path} is not empty and is not an adaptive-lora {what} directory (it holds {shown}); "
+        f"nothing was changed: choose a new or empty directory with --out"
+    )
+
+
+def claim_run_dir(path: str | Path) -> Path:
+    """Make `path` a run directory: create it, or adopt an empty or legacy one; refuse the user's."""
+    path = Path(path)
+    names = _entries(path)
+    if names and RUN_MARKER not in names and not _legacy_run_dir(names):
+        raise _foreign_error(path, names, "run")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RUN_MARKER).touch()
+    return path
+
+
+def check_run_dir(path: str | Path) -> None:
+    """Raise the one-line error `claim_run_dir` would, without creating anything."""
+    path = Path(path)
+    names = _entries(path)
+    if names and RUN_MARKER not in names and not _legacy_run_dir(names):
+        raise _foreign_error(path, names, "run")
+
+
+def clear_run_dir(path: str | Path, keep_checkpoints: bool = False) -> None:
+    """Remove what a run wrote (never anything else) so the run can start again."""
+    path = Path(path)
+    for name in _entries(path):
+        if name == RUN_MARKER or (keep_checkpoints and name == CHECKPOINT_DIR):
+            continue
+        if name in RUN_FILES or _is_ours_temporary(name):
+            target = path / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
+def claim_sweep_dir(path: str | Path) -> Path:
+    """Make `path` a sweep directory: create it, or adopt an empty or earlier sweep; refuse the user's."""
+    path = Path(path)
+    check_sweep_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SWEEP_MARKER).touch()
+    return path
+
+
+def check_sweep_dir(path: str | Path) -> None:
+    path = Path(path)
+    names = _entries(path)
+    if names and not is_sweep_dir(path):
+        raise _foreign_error(path, names, "sweep")
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """Marked, or a sweep from before markers (suite.yaml beside runs/)."""
+    path = Path(path)
+    return (path / SWEEP_MARKER).is_file() or ((path / "suite.yaml").is_file() and (path / "runs").is_dir())
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / RUN_MARKER).is_file() or ((path / RESULT_FILE).is_file() and _legacy_run_dir(_entries(path)))
