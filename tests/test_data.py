@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,11 +15,15 @@ from adaptive_lora.data import (
     BadRow,
     Collator,
     build_example,
+    content_hash,
     load_records,
     prepare_data,
     render,
     resolve_prompt_format,
+    split_indices,
 )
+from adaptive_lora.data.records import canonical_json
+from adaptive_lora.data.split import split_hash
 from adaptive_lora.errors import UserError
 
 LONG = "word " * 300  # far over the sequence lengths used below
@@ -444,3 +449,96 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert err.startswith("error: data file") and "missing.jsonl" in err and err.count("\n") == 1
     assert main(["data", "inspect", "builtin", "--field-map", "instruction"]) == 2
     assert "is not FIELD=COLUMN" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- test split and row labels
+
+
+def test_three_splits_are_disjoint_seeded_and_keep_the_validation_rows():
+    before = split_indices(100, 0.1, None, 3)
+    after = split_indices(100, 0.1, None, 3, test_set_size=0.2)
+    assert before.test == [] and after == split_indices(100, 0.1, None, 3, 0.2)
+    assert after.validation == before.validation  # adding a test split leaves validation as it was
+    assert after.test == before.train[:20] and after.train == before.train[20:]  # carved from the old train rows
+    assert sorted(after.train + after.validation + after.test) == list(range(100))
+    assert split_indices(100, 0.1, None, 4, 0.2).test != after.test
+    capped = split_indices(100, 0.1, 40, 3, test_set_size=0.25)  # fractions are of the rows after the cap
+    assert (len(capped.train), len(capped.validation), len(capped.test)) == (26, 4, 10)
+    assert capped.validation + capped.test + capped.train == (before.validation + before.train)[:40]  # shuffle, cap, carve
+    assert len(split_indices(100, 0.1, None, 3, test_set_size=7).test) == 7
+    assert len(split_indices(100, 0.1, None, 3, test_set_size=0.001).test) == 1  # a fraction is at least one row
+
+
+@pytest.mark.parametrize(
+    "val, test, message",
+    [
+        (50, 50, r"data.val_set_size=50 and data.test_set_size=50 take 50 validation and 50 test rows out of 100, leaving none"),
+        (0.1, -0.1, r"data.test_set_size must be 0 \(none\), a fraction in \(0, 1\) or a row count >= 1, got -0.1"),
+        (0.1, True, r"data.test_set_size must be 0 \(none\)"),
+        (0.1, 2.5, r"data.test_set_size >= 1 is a row count and must be a whole number, got 2.5"),
+    ],
+)
+def test_bad_test_set_size_is_a_one_line_error(val, test, message):
+    with pytest.raises(UserError, match=message):
+        split_indices(100, val, None, 0, test_set_size=test)
+
+
+@pytest.mark.embedded
+def test_test_split_in_prepared_data_and_report(rows100, tok):
+    plain = prepare_data(DataConfig(source=rows100, split_seed=3), tok, 128)
+    three = prepare_data(DataConfig(source=rows100, split_seed=3, test_set_size=0.2), tok, 128)
+    report = three.report
+    assert (report.n_train, report.n_eval, report.n_test, report.rows_kept, report.test_set_size) == (70, 10, 20, 100, 0.2)
+    assert report.rows_read == report.rows_kept + report.n_dropped + report.rows_unused
+    assert rows_of(three.eval_records) == rows_of(plain.eval_records) and three.eval == plain.eval
+    assert sorted(rows_of(three.test_records + three.train_records)) == sorted(rows_of(plain.train_records))
+    assert not set(rows_of(three.test_records)) & set(rows_of(three.train_records))
+    assert len(three.test) == 20 and report.tokens_test == sum(len(e["input_ids"]) for e in three.test)
+    assert report.supervised_tokens_test == sum(label != IGNORE for e in three.test for label in e["labels"]) > 0
+    assert plain.test == plain.test_records == [] and plain.report.n_test == plain.report.tokens_test == 0
+
+    hashes = report.split_hashes
+    assert set(hashes) == {"train", "validation", "test"} and len(set(hashes.values())) == 3
+    assert hashes["validation"] == plain.report.split_hashes["validation"]
+    assert hashes["test"] == split_hash(list(reversed(three.test_records)))  # a split's hash names its rows, not their order
+    assert plain.report.split_hashes["test"] == hashlib.sha256(b"").hexdigest()
+    # Without a test split the content hash is the one runs recorded before test splits existed.
+    old = hashlib.sha256()
+    for split, records in (("eval", plain.eval_records), ("train", plain.train_records)):
+        for record in records:
+            old.update(f"{split}\t{canonical_json(record)}\n".encode())
+    assert plain.report.content_hash == old.hexdigest() != report.content_hash
+    json.dumps(report.to_dict())
+    with pytest.raises(UserError, match="leaving none to train on"):
+        prepare_data(DataConfig(source=rows100, val_set_size=0.5, test_set_size=0.5), tok, 128)
+
+
+def test_row_labels_go_to_meta_and_are_type_checked(tmp_path):
+    rows = [
+        dict(good_rows(1)[0], task="math", difficulty=2, verifiable=True),
+        dict(good_rows(1, 1)[0], task="math"),
+        good_rows(1, 2)[0],
+        dict(good_rows(1, 3)[0], difficulty="hard"),
+        dict(good_rows(1, 4)[0], verifiable="yes"),
+        dict(good_rows(1, 5)[0], task=7),
+        dict(good_rows(1, 6)[0], difficulty=True),
+        dict(good_rows(1, 7)[0], difficulty=2.5),
+    ]
+    records, report = load_records(str(write_jsonl(tmp_path / "labels.jsonl", rows)))
+    assert records[0]["meta"] == {"task": "math", "difficulty": 2, "verifiable": True}
+    assert records[1]["meta"] == {"task": "math"} and "meta" not in records[2]
+    assert report.dropped == {"wrong_type": 5} and report.first_bad_rows == {"wrong_type": [4, 5, 6, 7, 8]}
+    with pytest.raises(
+        UserError, match=r"labels\.jsonl line 4: wrong_type: field 'difficulty' is string 'hard', expected a whole"
+    ):
+        load_records(str(tmp_path / "labels.jsonl"), strict=True)
+
+    # Labels are not content: the hash of rows with labels is the hash of the same rows without them.
+    bare, _ = load_records(str(write_jsonl(tmp_path / "bare.jsonl", good_rows(3))))
+    assert content_hash(records[:2], records[2:3]) == content_hash(bare[:2], bare[2:3])
+
+    csv = tmp_path / "labels.csv"  # CSV cells are text: "2" and "true" are read as a number and a boolean
+    csv.write_text("instruction,output,task,difficulty,verifiable\nq1,a1,math,2,true\nq2,a2,,,\nq3,a3,qa,x,false\n")
+    records, report = load_records(str(csv))
+    assert records[0]["meta"] == {"task": "math", "difficulty": 2, "verifiable": True} and "meta" not in records[1]
+    assert report.dropped == {"wrong_type": 1}

@@ -1,11 +1,15 @@
 """What a data source looks like to training, before training (`adaptive-lora data inspect SOURCE`).
 
 Prints rows read/kept/dropped (by reason, with the first row numbers), the share of rows with an
-input, token-length percentiles of prompt and response under the model's tokenizer, how many
-rows exceed --sequence-len, and the first example with its masked prompt span marked.
+input, the task families and difficulty levels when rows carry them, how many rows are
+verifiable (exact match applies), token-length percentiles of prompt and response under the
+model's tokenizer, how many rows exceed --sequence-len, and the first example with its masked
+prompt span marked.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from ..errors import UserError
 from .prepare import load_records
@@ -48,6 +52,7 @@ def inspect_source(
         "dropped": report.dropped,
         "first_bad_rows": report.first_bad_rows,
         "with_input_share": report.with_input_share,
+        **label_counts(records),
         "tokens": {
             "prompt": percentiles(prompt_lens),
             "response": percentiles(response_lens),
@@ -63,6 +68,21 @@ def inspect_source(
             "response_tokens": len(first.response_ids),
         },
     }
+
+
+def label_counts(records: list[dict]) -> dict:
+    """{"tasks": {family: rows}, "difficulties": {"1": rows, ...}} (each only when rows carry it) and
+    {"verifiable": rows whose output is exactly checkable}."""
+    metas = [record.get("meta", {}) for record in records]
+    counts = {}
+    tasks = Counter(meta["task"] for meta in metas if "task" in meta)
+    if tasks:
+        counts["tasks"] = dict(sorted(tasks.items()))
+    levels = Counter(meta["difficulty"] for meta in metas if "difficulty" in meta)
+    if levels:
+        counts["difficulties"] = {str(level): n for level, n in sorted(levels.items())}
+    counts["verifiable"] = sum(bool(meta.get("verifiable")) for meta in metas)
+    return counts
 
 
 def percentiles(values: list[int]) -> dict[str, float]:
@@ -83,6 +103,13 @@ def summary_lines(summary: dict) -> list[str]:
         more = ", ..." if count > len(first) else ""
         lines.append(f"  {reason}: {count} ({row_unit(summary)}s {', '.join(map(str, first))}{more})")
     lines.append(f"with input: {100 * summary['with_input_share']:.1f}% of kept rows")
+    if summary.get("tasks"):
+        tasks = ", ".join(f"{task} {n}" for task, n in summary["tasks"].items())
+        lines.append(f"tasks ({len(summary['tasks'])}): {tasks}")
+    if summary.get("difficulties"):
+        lines.append("difficulty: " + ", ".join(f"{level}: {n}" for level, n in summary["difficulties"].items()))
+    if "verifiable" in summary:
+        lines.append(f"verifiable (exact match applies): {summary['verifiable']} of {summary['rows_kept']} kept rows")
     lines.append(f"prompt format: {summary['prompt_format']} (model {summary.get('model', '?')})")
     lines.append(f"{'tokens':<10}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}{'mean':>8}")
     for part, stats in summary["tokens"].items():

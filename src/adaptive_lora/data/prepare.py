@@ -1,4 +1,8 @@
-"""From a `DataConfig` to tokenized train/eval examples and a `DataReport`."""
+"""From a `DataConfig` to tokenized train/validation/test examples and a `DataReport`.
+
+The validation split keeps its historical names `eval` / `eval_records` (training and the
+strategies read them); `test` is empty unless data.test_set_size > 0.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from .prompts import render, resolve_prompt_format
 from .records import check_field_map, has_input, normalize_row
 from .report import BadRow, BadRows, DataReport
 from .sources import read_source
-from .split import content_hash, split_indices
+from .split import content_hash, split_hash, split_indices
 from .tokenization import IGNORE, check_overlength, encode_texts, fit, overlength_error, to_example
 
 
@@ -21,6 +25,8 @@ class PreparedData:
     prompt_format: str  # the resolved format (never "auto")
     train_records: list[dict] = field(default_factory=list)  # the normalized rows behind `train`
     eval_records: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)  # the test split: reported, never used to select
+    test_records: list[dict] = field(default_factory=list)
 
 
 def load_records(source: str, field_map: dict | None = None, strict: bool = False) -> tuple[list[dict], DataReport]:
@@ -60,30 +66,39 @@ def input_share(records: list[dict]) -> float:
 
 
 def prepare_data(cfg, tokenizer, sequence_len: int) -> PreparedData:
-    """Load, validate, split (by cfg.split_seed only) and tokenize the data of a DataConfig."""
+    """Load, validate, split (by cfg.split_seed only; see split.py) and tokenize the data of a DataConfig."""
     check_overlength(cfg.overlength)
     if not isinstance(sequence_len, int) or sequence_len < 2:
         raise UserError(f"training.sequence_len must be a whole number >= 2, got {sequence_len!r}")
     prompt_format = resolve_prompt_format(cfg.prompt_format, tokenizer)
     records, report, bad = _load(cfg.source, cfg.field_map, cfg.strict)
     bad.check_fraction(report.n_dropped, report.rows_read, cfg.max_bad_fraction)
-    train_idx, eval_idx = split_indices(len(records), cfg.val_set_size, cfg.max_samples, cfg.split_seed)
-    report.rows_unused = len(records) - len(train_idx) - len(eval_idx)
+    split = split_indices(len(records), cfg.val_set_size, cfg.max_samples, cfg.split_seed, cfg.test_set_size)
+    n_split = len(split.train) + len(split.validation) + len(split.test)
+    report.rows_unused = len(records) - n_split
     dropped_before = report.n_dropped
 
     encode = _SplitEncoder(tokenizer, prompt_format, sequence_len, cfg, bad)
-    eval_records, eval_examples = encode([records[i] for i in eval_idx])
-    train_records, train_examples = encode([records[i] for i in train_idx])
-    bad.check_fraction(report.n_dropped - dropped_before, len(train_idx) + len(eval_idx), cfg.max_bad_fraction)
-    for name, kept in (("train", train_examples), ("eval", eval_examples)):
-        if not kept:
+    eval_records, eval_examples = encode([records[i] for i in split.validation])
+    test_records, test_examples = encode([records[i] for i in split.test])
+    train_records, train_examples = encode([records[i] for i in split.train])
+    bad.check_fraction(report.n_dropped - dropped_before, n_split, cfg.max_bad_fraction)
+    for name, indices, kept in (
+        ("train", split.train, train_examples),
+        ("validation", split.validation, eval_examples),
+        ("test", split.test, test_examples),
+    ):
+        if indices and not kept:
             raise UserError(
                 f"no {name} rows of {report.path} fit training.sequence_len={sequence_len}; main reason: {bad.main_reason()}"
             )
 
-    _fill_report(report, cfg, prompt_format, sequence_len, train_records, eval_records, train_examples, eval_examples)
+    data = PreparedData(
+        train_examples, eval_examples, report, prompt_format, train_records, eval_records, test_examples, test_records
+    )
+    _fill_report(data, cfg, sequence_len)
     report.truncated = encode.truncated
-    return PreparedData(train_examples, eval_examples, report, prompt_format, train_records, eval_records)
+    return data
 
 
 class _SplitEncoder:
@@ -111,16 +126,24 @@ class _SplitEncoder:
         return kept, examples
 
 
-def _fill_report(report, cfg, prompt_format, sequence_len, train_records, eval_records, train, eval_) -> None:
-    report.prompt_format = prompt_format
-    report.rows_kept = len(train) + len(eval_)
-    report.with_input_share = input_share(train_records + eval_records)
-    report.n_train, report.n_eval = len(train), len(eval_)
-    report.content_hash = content_hash(train_records, eval_records)
-    report.tokens_train, report.supervised_tokens_train = token_counts(train)
-    report.tokens_eval, report.supervised_tokens_eval = token_counts(eval_)
+def _fill_report(data: PreparedData, cfg, sequence_len: int) -> None:
+    report = data.report
+    report.prompt_format = data.prompt_format
+    report.rows_kept = len(data.train) + len(data.eval) + len(data.test)
+    report.with_input_share = input_share(data.train_records + data.eval_records + data.test_records)
+    report.n_train, report.n_eval, report.n_test = len(data.train), len(data.eval), len(data.test)
+    report.content_hash = content_hash(data.train_records, data.eval_records, data.test_records)
+    report.split_hashes = {
+        "train": split_hash(data.train_records),
+        "validation": split_hash(data.eval_records),
+        "test": split_hash(data.test_records),
+    }
+    report.tokens_train, report.supervised_tokens_train = token_counts(data.train)
+    report.tokens_eval, report.supervised_tokens_eval = token_counts(data.eval)
+    report.tokens_test, report.supervised_tokens_test = token_counts(data.test)
     report.sequence_len, report.overlength, report.train_on_prompt = sequence_len, cfg.overlength, cfg.train_on_prompt
     report.split_seed, report.val_set_size, report.max_samples = cfg.split_seed, cfg.val_set_size, cfg.max_samples
+    report.test_set_size = cfg.test_set_size
 
 
 def token_counts(examples: list[dict]) -> tuple[int, int]:

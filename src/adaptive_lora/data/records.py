@@ -1,6 +1,10 @@
 """Turning a raw row into a normalized record, or a `BadRow` saying why not.
 
-A record is `{"instruction", "input", "output"}` (all strings; input may be ""). Chat-style rows
+A record is `{"instruction", "input", "output"}` (all strings; input may be ""), plus `"meta"` when
+the row carries any of the optional labels `task` (str), `difficulty` (int) and `verifiable`
+(bool: the output is a short, exactly checkable answer, so exact match applies; otherwise the
+output is open-ended and only ROUGE-L applies). Labels are not content: the content hash leaves
+them out, so adding labels to a file does not change its hash. Chat-style rows
 (`messages` with role/content, or ShareGPT `conversations` with from/value) also keep
 `"messages"`: the prompt turns. Multi-turn rule (kept simple on purpose): the LAST assistant
 turn is the response and every turn before it is prompt; turns after it are ignored. For the
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from ..errors import UserError
@@ -30,6 +35,8 @@ ROLES = {
     "system": "system",
 }
 HASHED_KEYS = ("instruction", "input", "output", "messages")
+META_TYPES = {"task": str, "difficulty": int, "verifiable": bool}  # optional row labels, kept in record["meta"]
+TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false"}
 MISSING = object()
 
 
@@ -51,10 +58,41 @@ def normalize_row(value: Any, field_map: dict[str, str]) -> dict:
         raise BadRow("wrong_type", f"expected an object, got {json_type(value)}")
     row = _Row(value, field_map)
     if row.get("messages") not in (MISSING, None):
-        return _from_turns(row, "messages", "role", "content")
-    if row.get("conversations") not in (MISSING, None):
-        return _from_turns(row, "conversations", "from", "value")
-    return _from_alpaca(row)
+        record = _from_turns(row, "messages", "role", "content")
+    elif row.get("conversations") not in (MISSING, None):
+        record = _from_turns(row, "conversations", "from", "value")
+    else:
+        record = _from_alpaca(row)
+    meta = row_meta(value)
+    if meta:
+        record["meta"] = meta
+    return record
+
+
+def row_meta(value: dict) -> dict:
+    """The optional labels of a raw row. CSV cells are text, so "2" and "true"/"false" are read as
+    a number and a boolean there; an empty cell (or null) is no label."""
+    meta = {}
+    for key, kind in META_TYPES.items():
+        raw = value.get(key)
+        if raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, float) and math.isnan(raw)):
+            continue
+        meta[key] = _meta_value(key, raw, kind)
+    return meta
+
+
+def _meta_value(key: str, raw: Any, kind: type) -> Any:
+    if kind is str and isinstance(raw, str):
+        return raw
+    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if kind is int and isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+        return int(raw)
+    if kind is bool and isinstance(raw, bool):
+        return raw
+    if kind is bool and isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise BadRow("wrong_type", f"field {key!r} is {json_type(raw)} {raw!r:.40}, expected {TYPE_NAMES[kind]}")
 
 
 def has_input(record: dict) -> bool:
@@ -62,7 +100,7 @@ def has_input(record: dict) -> bool:
 
 
 def canonical_json(record: dict) -> str:
-    """The normalized content of a record, for the content hash (the row number is left out)."""
+    """The normalized content of a record, for the content hash (the row number and labels are left out)."""
     return json.dumps({k: record[k] for k in HASHED_KEYS if k in record}, sort_keys=True, ensure_ascii=False)
 
 

@@ -38,12 +38,13 @@ class DataReport:
 
     Row numbers are 1-based: line numbers for JSONL, array index + 1 for JSON, data row (header
     not counted) for CSV, Parquet and datasets. Counts add up:
-    rows_read == rows_kept + sum(dropped) + rows_unused.
+    rows_read == rows_kept + sum(dropped) + rows_unused, and rows_kept == n_train + n_eval + n_test.
+    `eval` is the validation split (used for selection and curves); `test` is only reported.
     """
 
     source: str
     prompt_format: str = ""
-    source_kind: str = ""  # json | jsonl | csv | parquet | disk | files | hub | builtin
+    source_kind: str = ""  # json | jsonl | csv | parquet | disk | files | hub | builtin | skills
     path: str = ""  # resolved file or directory (or the hub id)
     row_unit: str = "row"  # what first_bad_rows count: "line" (JSONL) or "row"
     rows_read: int = 0
@@ -53,18 +54,23 @@ class DataReport:
     first_bad_rows: dict[str, list[int]] = field(default_factory=dict)
     with_input_share: float = 0.0  # kept rows with a non-empty input (or earlier chat turns)
     n_train: int = 0
-    n_eval: int = 0
-    content_hash: str = ""  # sha256 of the normalized kept rows and their split membership
+    n_eval: int = 0  # validation rows
+    n_test: int = 0
+    content_hash: str = ""  # sha256 of the normalized kept rows and their split membership (test rows last)
+    split_hashes: dict[str, str] = field(default_factory=dict)  # {"train", "validation", "test"}: sha256 of each split's rows
     truncated: int = 0  # rows whose response was cut to fit sequence_len
     tokens_train: int = 0
     supervised_tokens_train: int = 0
     tokens_eval: int = 0
     supervised_tokens_eval: int = 0
+    tokens_test: int = 0
+    supervised_tokens_test: int = 0
     sequence_len: int | None = None
     overlength: str = ""
     train_on_prompt: bool = False
     split_seed: int | None = None
     val_set_size: float | None = None
+    test_set_size: float | None = None
     max_samples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Reading raw rows from a data source: JSON/JSONL/CSV/TSV/Parquet files, a saved `datasets`
-directory or a directory of data files, a Hugging Face hub id, or the packaged `builtin` set.
+directory or a directory of data files, a Hugging Face hub id, the packaged `builtin` set, or
+`skills`, the generated verifiable set (see data/skills.py and resources/skills.md):
+`skills` is 2,000 rows with seed 0; options follow a colon, `skills:500` (rows) or
+`skills:n=500,seed=3,families=addition+weekday,difficulties=1+2`.
 
 Readers return `RawData`: (row number, value) pairs, where a value that could not even be parsed
 (invalid JSON line, non-UTF-8 bytes) is a `BadRow`. Whole-file problems (missing file, unknown
@@ -21,6 +24,7 @@ from typing import Any
 from ..errors import UserError
 from ..hub import hub_call
 from .report import BadRow
+from .skills import SKILLS, is_skills_source, skills_rows
 
 BUILTIN = "builtin"
 FILE_TYPES = {
@@ -34,13 +38,13 @@ FILE_TYPES = {
 }
 SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-SUPPORTED = "a .json/.jsonl/.csv/.tsv/.parquet file, a dataset directory, a hub id or `builtin`"
+SUPPORTED = "a .json/.jsonl/.csv/.tsv/.parquet file, a dataset directory, a hub id, `builtin` or `skills`"
 
 
 @dataclass
 class RawData:
     rows: list[tuple[int, Any]]  # (1-based row or line number, parsed value or BadRow)
-    kind: str  # json | jsonl | csv | tsv | parquet | disk | files | hub | builtin
+    kind: str  # json | jsonl | csv | tsv | parquet | disk | files | hub | builtin | skills
     path: str  # what messages name: a file, a directory or a hub id
     unit: str = "row"  # "line" for JSONL
     locate: Callable[[int], str] = field(default=None)  # row number -> "file line 7" for messages
@@ -58,6 +62,8 @@ def read_source(source: str) -> RawData:
         data = read_file(builtin_path())
         data.kind = BUILTIN
         return data
+    if is_skills_source(source):
+        return RawData(list(enumerate(skills_rows(source), 1)), SKILLS, source)
     path = Path(source).expanduser()
     if path.is_dir():
         return read_directory(path)
