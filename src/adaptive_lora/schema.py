@@ -1,8 +1,9 @@
 """The project's facts and file formats, in one torch-free place.
 
 Module roles, the label ignore index, file names of a run directory, run statuses, and the one
-reader/writer of each file format (`allocation.json`, `result.json`, `metrics.jsonl`). Everything
-that reads or writes these files goes through here; docs/run-format.md describes them.
+reader/writer of each file format (`allocation.json`, `result.json`, `metrics.jsonl`,
+`predictions.jsonl`). Everything that reads or writes these files goes through here;
+docs/run-format.md describes them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .io import append_jsonl, read_json, write_json
+from .io import append_jsonl, atomic_write_text, finite_or_none, read_json, write_json
 
 # --- module roles -------------------------------------------------------------------------------
 
@@ -37,10 +38,12 @@ PREDICTIONS_FILE = "predictions.jsonl"
 LOG_FILE = "train.log"
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # event files when training.report_to=tensorboard
 RESULT_FILE = "result.json"
 SUITE_FILE = "suite.yaml"  # a sweep's resolved suite; earlier ones are kept in suites/<suite id>.yaml
 SUITE_HISTORY_DIR = "suites"
 CLAIMS_DIR = ".claims"  # a sweep's per-run lock files
+REPORT_FILES = ("results.csv", "summary.csv", "stats.csv", "row_stats.csv", "report.md", "report.html", "figures")
 RUN_FILES = (
     CONFIG_FILE,
     ALLOCATION_FILE,
@@ -50,6 +53,7 @@ RUN_FILES = (
     LOG_FILE,
     ADAPTER_DIR,
     CHECKPOINT_DIR,
+    TENSORBOARD_DIR,
     RESULT_FILE,
 )
 
@@ -280,6 +284,35 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+# --- predictions.jsonl --------------------------------------------------------------------------
+
+
+def write_predictions(run_dir: str | Path, rows: list[dict[str, Any]]) -> None:
+    """All prediction rows (one JSON object a line), written at once and atomically."""
+    lines = [json.dumps(finite_or_none(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows]
+    atomic_write_text(Path(run_dir) / PREDICTIONS_FILE, "".join(lines))
+
+
+def read_predictions(run_dir: str | Path) -> list[dict[str, Any]]:
+    """predictions.jsonl rows; [] when the run has none. The file is written atomically, so a bad line is an error."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    # split on "\n" only: splitlines() would also break inside strings holding U+2028 (ensure_ascii=False)
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}): delete the file and evaluate again") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number} is a JSON {type(row).__name__}, not an object: delete the file")
+        rows.append(row)
+    return rows
 
 
 def is_number(value: Any) -> bool:
