@@ -526,3 +526,43 @@ def test_save_and_reload_gives_identical_logits(arch, tmp_path):
         again = reloaded(inputs).logits
     assert torch.equal(again, adapted)
     verify(reloaded, allocation)
+
+
+def _random_case(rng):
+    """A random anatomy (module sizes, roles), shape (some modules untargeted), rank bounds and target."""
+    from adaptive_lora.anatomy import Anatomy, LinearModule
+
+    roles = ("q", "k", "v", "o", "up", "gate", "down")
+    modules = tuple(
+        LinearModule(
+            f"model.layers.{i}.proj", i, rng.choice(roles), rng.choice((8, 16, 24, 64, 96, 256, 1000)), rng.randint(4, 600)
+        )
+        for i in range(rng.randint(1, 9))
+    )
+    anatomy = Anatomy("random", len(modules), modules, 10**7)
+    shape = {m.name: rng.choice((0, 1, 2, 3, 5, 8, 13, 40, 100)) for m in modules}
+    shape[rng.choice(modules).name] = rng.randint(1, 64)  # at least one targeted module
+    min_rank = rng.randint(1, 4)
+    max_rank = rng.randint(min_rank, min_rank + rng.choice((0, 3, 30, 200)))
+    targeted = [m for m in modules if shape[m.name] > 0]
+    lowest = sum(min_rank * m.params_per_rank for m in targeted)
+    highest = sum(max_rank * m.params_per_rank for m in targeted)
+    return anatomy, shape, rng.randint(lowest, highest), min_rank, max_rank, targeted
+
+
+def test_budget_matching_is_within_target_and_bounds_and_maximal_on_random_cases():
+    """Property test: never over the target, always within [min_rank, max_rank], and maximal: no
+    module can take one more rank without passing the target or max_rank."""
+    import random
+
+    rng = random.Random(2024)
+    for case in range(3000):
+        anatomy, shape, target, min_rank, max_rank, targeted = _random_case(rng)
+        ranks = match_budget(anatomy, shape, target, min_rank, max_rank)
+        where = (case, target, min_rank, max_rank, shape, [(m.in_features, m.out_features) for m in anatomy.modules])
+        assert set(ranks) == {m.name for m in targeted}, where
+        assert all(min_rank <= r <= max_rank for r in ranks.values()), where
+        spent = count_params(anatomy, ranks)
+        assert spent <= target, where
+        can_grow = [m.name for m in targeted if ranks[m.name] < max_rank and spent + m.params_per_rank <= target]
+        assert not can_grow, (can_grow, where)

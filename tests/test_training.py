@@ -227,14 +227,133 @@ def test_evaluation_never_runs_in_fp16():
 
 
 @pytest.mark.embedded
-def test_short_run_on_the_embedded_model_lowers_eval_loss(tmp_path):
-    config = RunConfig.from_dict(
-        {
-            "data": {"max_samples": 48, "val_set_size": 16},
-            "training": {"max_steps": 4, "micro_batch_size": 8, "learning_rate": 1e-3, "sequence_len": 192},
-            "output": {"dir": str(tmp_path / "run")},
-        }
+def test_short_run_on_the_embedded_model_on_skills_changes_exact_match(tmp_path):
+    """`adaptive-lora train --data skills`: a short run lowers the loss and changes the test exact match."""
+    out = tmp_path / "run"
+    # two families the embedded model answers at 0% before and well above 0% after a short run (datasheet)
+    source = "skills:n=96,families=json_field+max_min,difficulties=1"
+    overrides = [
+        "data.val_set_size=8",
+        "data.test_set_size=24",
+        "training.max_steps=6",
+        "training.micro_batch_size=8",
+        "training.learning_rate=2e-3",
+        "training.sequence_len=128",
+        "allocation.lora_dropout=0",
+        "eval.max_new_tokens=8",
+        "eval.forgetting_rows=8",
+    ]
+    assert cli_main(["train", "--data", source, "--out", str(out), *overrides]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["eval_loss"] < result["base_eval_loss"] and result["test"]["loss"] < result["base"]["test"]["loss"]
+    assert result["test"]["n_verifiable"] == 24 and result["test"]["exact_match"] is not None
+    assert result["test"]["exact_match"] != result["base"]["test"]["exact_match"]
+    assert result["forgetting"]["source"] == "builtin" and result["forgetting"]["delta"] is not None
+
+
+NO_FORGETTING = {"eval.forgetting": None}  # for tests that do not measure it: the dearest part of a tiny run
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_at_that_step(tiny_llama_dir, data_file, tmp_path, monkeypatch):
+    """The gradient check on its own: the loss stays finite, one LoRA gradient becomes inf at step 3."""
+    from adaptive_lora.training import engine
+
+    calls = {"n": 0}
+    original = engine.supervised_loss_sum
+
+    def inf_gradient_on_third_step(model, batch):
+        calls["n"] += 1
+        loss, count = original(model, batch)
+        if calls["n"] == 3:
+            name, param = next((n, p) for n, p in model.named_parameters() if "lora_B" in n and p.requires_grad)
+            param.register_hook(lambda grad: torch.full_like(grad, float("inf")))  # (out, r): every entry inf
+        return loss, count
+
+    monkeypatch.setattr(engine, "supervised_loss_sum", inf_gradient_on_third_step)
+    result = train(make_config(tiny_llama_dir, data_file, tmp_path / "run", **NO_FORGETTING))
+    assert result["status"] == "diverged" and result["diverged_step"] == 3, result
+    assert "gradient" in result["error"] and "loss" not in result["error"]
+    assert result["last_finite_loss"] is not None and math.isfinite(result["last_finite_loss"])
+    assert [m["step"] for m in read_metrics(tmp_path / "run") if "train_loss" in m] == [1, 2]  # step 3 never applied
+
+
+def test_trainer_normalises_by_the_positions_the_loss_sums_over(tiny_llama_dir, data_file, tmp_path, monkeypatch):
+    """With the prompt supervised (position 0 labelled), num_items_in_batch must still count exactly
+    the positions the loss sums over, labels[:, 1:] != -100, under any counting rule (Trainer's shifted
+    count, or the plain count of older transformers and of models whose loss Trainer does not know)."""
+    from adaptive_lora.training.engine import AdapterTrainer
+
+    seen = []
+    original = AdapterTrainer.compute_loss
+
+    def spy(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        seen.append(
+            {
+                "num_items_in_batch": int(num_items_in_batch),
+                "summed": int((labels[:, 1:] != -100).sum()),
+                "labelled": int((labels != -100).sum()),
+                "prompt_supervised": bool((labels[:, 1:3] != -100).all()),
+            }
+        )
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(AdapterTrainer, "compute_loss", spy)
+    config = make_config(
+        tiny_llama_dir,
+        data_file,
+        tmp_path / "run",
+        **{"data.train_on_prompt": True, "training.max_steps": 2, "training.gradient_accumulation_steps": 2, **NO_FORGETTING},
     )
-    result = train(config)
-    assert result["status"] == "done", result["error"]
-    assert result["eval_loss"] < result["base_eval_loss"]
+    assert train(config)["status"] == "done"
+    assert len(seen) == 4 and all(s["prompt_supervised"] for s in seen)
+    for step in (seen[0:2], seen[2:4]):  # two micro-batches per optimizer step
+        assert step[0]["num_items_in_batch"] == step[1]["num_items_in_batch"] == sum(s["summed"] for s in step)
+    assert all(s["labelled"] == s["summed"] for s in seen)  # position 0 is never labelled, so both rules agree
+
+
+@pytest.fixture
+def restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_num_threads_is_applied_and_recorded(tiny_llama_dir, data_file, tmp_path, restore_torch_threads):
+    torch.set_num_threads(2)
+    overrides = {"training.num_threads": 1, "training.max_steps": 1, **NO_FORGETTING}
+    result = train(make_config(tiny_llama_dir, data_file, tmp_path / "run", **overrides))
+    assert result["status"] == "done" and result["environment"]["threads"] == 1
+
+
+def test_installed_versions_meet_the_declared_floors():
+    """Every declared dependency (pyproject.toml in a checkout, else the installed metadata) is met by
+    what is installed, and no floor admits transformers 4.x, which lacks the 5.x TrainingArguments used."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        declared = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+        required = set(project["dependencies"])
+    else:
+        declared = metadata.requires("adaptive-lora") or []
+        required = {r for r in declared if "extra ==" not in r}
+    problems = []
+    for line in declared:
+        requirement = Requirement(line)
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            if line in required:
+                problems.append(f"{requirement.name} is required but not installed")
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            problems.append(f"{requirement.name} {installed} does not meet {requirement.specifier}")
+    assert not problems, problems
+    transformers_floor = next(Requirement(r) for r in declared if Requirement(r).name == "transformers")
+    assert not transformers_floor.specifier.contains(Version("4.99"), prereleases=True)

@@ -35,7 +35,8 @@ class DataConfig:
     source: str = "builtin"  # builtin, a JSON/JSONL/CSV/Parquet file, a dataset directory or a hub id
     prompt_format: str = "auto"  # auto | alpaca | chat | seed
     field_map: dict[str, str] = field(default_factory=dict)  # e.g. {instruction: question, output: answer}
-    val_set_size: float = 0.1  # fraction (<1) or count (>=1) of rows held out for evaluation
+    val_set_size: float = 0.1  # fraction (<1) or count (>=1) of rows held out for validation (selection, curves)
+    test_set_size: float = 0.0  # fraction or count held out for the test split (reported; never used to select)
     max_samples: int | None = None  # cap on rows used (the original study used 200)
     split_seed: int = 0  # fixed across runs, so every strategy and seed sees the same eval rows
     overlength: str = "truncate"  # truncate | drop | error
@@ -79,6 +80,21 @@ class TrainingConfig:
     report_to: str = "none"
     gradient_checkpointing: bool = False
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # Tokens per forward/backward pass; a step's rows are split into passes whose gradients accumulate
+    # (same rows per optimizer step, same loss). null: 256 on CPU (memory), no limit on GPU; 0: no limit.
+    token_budget: int | None = None
+    packing: bool | None = None  # padding-free packed passes; null: on for GPUs, off on CPU (measured slower there)
+
+
+@dataclass
+class EvalConfig:
+    generate: bool = True  # generation metrics (exact match, ROUGE-L) on the test split, when there is one
+    on_validation: bool = False  # also generate on the validation split
+    max_new_tokens: int = 48  # greedy decoding stops at EOS or here
+    batch_size: int = 16  # prompts decoded together (KV cache, left padding)
+    max_rows: int | None = None  # cap on rows generated per split (None: all)
+    forgetting: str | None = "auto"  # held-out text for the forgetting measure: auto (the other built-in set), a source, or null
+    forgetting_rows: int = 64  # rows of it scored before and after training
 
 
 @dataclass
@@ -95,6 +111,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Device and precision choice, and the environment record stored with every run."""
+"""Device, precision, attention and batching choices, and the environment record stored with every run."""
 
 from __future__ import annotations
 
+import importlib.util
 import platform
+import resource
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -12,6 +15,12 @@ import torch
 from .errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Tokens per forward/backward pass on CPU when training.token_budget is unset. Measured at the seed
+# study's settings (SmolLM2-135M in fp32, LoRA on every linear module, 8 rows of up to 212 tokens per
+# step), peak RSS of a fresh process: one pass per step 7.5 GB; passes of <= 512 tokens 3.1 GB, 384
+# 2.7 GB, 256 2.2 GB, at the tokens/s of one pass (benchmarks/README.md). On GPUs memory is not the limit.
+CPU_TOKEN_BUDGET = 256
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -34,6 +43,42 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision in ("bf16", "fp16") and not on_gpu:
         raise UserError(f"model.precision={precision} needs a GPU; on CPU use fp32 (or auto)")
     return precision
+
+
+def resolve_token_budget(token_budget: int | None, device: str) -> int | None:
+    """Tokens per forward/backward pass: None (unset) is CPU_TOKEN_BUDGET on CPU and no limit on GPU; 0 is no limit."""
+    if token_budget is None:
+        return None if device.startswith("cuda") else CPU_TOKEN_BUDGET
+    if token_budget < 0:
+        raise UserError(f"training.token_budget={token_budget} must be a positive number of tokens, 0 (no limit) or null (auto)")
+    return token_budget or None
+
+
+def resolve_packing(packing: bool | None, device: str) -> bool:
+    """Padding-free packing: on GPUs by default, off on CPU.
+
+    On GPUs packing drops the pad tokens of every step (flash-attention 2 runs packed rows as varlen,
+    sdpa with a block-diagonal mask). On CPU it was measured slower than padded passes on the seed
+    study: length-sorted passes pad little, and sdpa's block-diagonal mask costs attention over the
+    whole packed row (benchmarks/README.md).
+    """
+    return device.startswith("cuda") if packing is None else bool(packing)
+
+
+def attention_implementation(device: str, precision: str) -> str | None:
+    """flash-attention 2 on GPUs under bf16/fp16 when the flash_attn package is installed, else sdpa;
+    None (the model's own choice) on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    if precision in ("bf16", "fp16") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (getrusage ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def load_dtype(precision: str) -> str:

@@ -10,6 +10,7 @@ everything else the response-only head proves itself on its first batch: one row
 must agree, or the model falls back to the full forward for good (and the log says so).
 
     loss_sum, n_tokens = supervised_loss_sum(model, batch)    # batch: input_ids, attention_mask, labels (B, T)
+                                                              # or packed: input_ids, position_ids, labels (1, T)
 """
 
 from __future__ import annotations
@@ -48,13 +49,24 @@ def supports_sparse_head(causal_lm: nn.Module) -> bool:
     return _could_use_sparse_head(causal_lm) and getattr(causal_lm, _VERIFIED, True)
 
 
+def _model_inputs(batch: dict) -> dict:
+    """input_ids with the attention mask, or with position_ids for packed rows (restarting at each example);
+    no KV cache: transformers recognises packed rows only without one."""
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch.get("attention_mask"),
+        "position_ids": batch.get("position_ids"),
+        "use_cache": False,
+    }
+
+
 def _sparse_logits(causal_lm: nn.Module, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-    hidden = causal_lm.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    hidden = causal_lm.base_model(**_model_inputs(batch)).last_hidden_state
     return causal_lm.get_output_embeddings()(hidden[:, :-1][mask])  # (n_supervised, V)
 
 
 def _full_logits(model: nn.Module, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits[:, :-1][mask]
+    return model(**_model_inputs(batch)).logits[:, :-1][mask]
 
 
 def supervised_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@
     gradient     gradient_importance: sensitivity / Fisher of the base weights on training batches
     spectrum     spectrum: effective / stable rank of each base weight (no data)
     eva          eva: PEFT's EVA (explained variance of module inputs; EVA initialisation of A)
-    adalora      adalora: PEFT's AdaLoRA with its budget in parameters
+    adalora      adalora: PEFT's AdaLoRA with its budget in parameters (adalora_budget: its allocator and penalty)
     from_run     from_run: a previous run's allocation, retrained statically
 
 Adding a strategy: write one file that calls `register(Strategy(...))` and import it below.

@@ -264,8 +264,8 @@ register(
         needs=("weights", "data"),
         changes=("initialisation",),
         controls=(
-            {"label": "eva init, uniform ranks", "params": {"rho": 1.0}},
-            {"label": "eva ranks, standard init", "params": {"init": False}},
+            {"label": "eva init, uniform ranks", "params": {"rho": 1.0}, "isolates": "initialisation"},
+            {"label": "eva ranks, standard init", "params": {"init": False}, "isolates": "allocation"},
         ),
     )
 )

@@ -1,8 +1,10 @@
 """The training engine: a transformers `Trainer` with our loss, finiteness checks and metrics.
 
 Using `Trainer` keeps accelerate, DDP/FSDP, checkpoint/resume and `report_to` from the ecosystem.
-We change three things:
+We change four things:
 - the loss projects to the vocabulary only at supervised positions (`loss.supervised_loss_sum`);
+- each batch is trained in forward/backward passes of at most `token_budget` tokens, padded or
+  packed (`batching.micro_batches`): the optimizer step sees the same rows, memory follows the budget;
 - every step checks that the loss and the gradients are finite, and stops with `Diverged` on the
   first non-finite value, *before* the optimizer can write NaN into the weights;
 - metrics go to `metrics.jsonl` ourselves (`logging_nan_inf_filter` would hide NaN in HF's logs).
@@ -19,9 +21,13 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
+from ..environment import peak_rss_bytes
+from ..errors import UserError
 from ..loss import evaluate_loss, supervised_loss_sum
-from ..schema import append_metrics
+from ..schema import TENSORBOARD_DIR, append_metrics
+from .batching import micro_batches, supervised_count
 
 
 class Diverged(Exception):
@@ -37,21 +43,58 @@ class StepStats:
     tokens: int = 0
     supervised_tokens: int = 0
     last_finite_loss: float | None = None
-    peak_rss: int = 0
+    peak_rss: int = 0  # bytes: the process's peak RSS so far (ru_maxrss), read at each step end
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class AdapterTrainer(Trainer):
     """Trainer whose loss is a token-weighted mean over response tokens of the whole accumulated batch."""
 
-    def __init__(self, *args, stats: StepStats, check_loss: bool = True, extra_loss=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        stats: StepStats,
+        check_loss: bool = True,
+        extra_loss=None,
+        token_budget: int | None = None,
+        packing: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.stats = stats
         self.check_loss = check_loss
         self.extra_loss = extra_loss  # e.g. AdaLoRA's orthogonality penalty: trained on, never reported as eval loss
+        self.token_budget, self.packing = token_budget, packing  # see batching.py
+        self._first_pass = True  # the extra loss is added once per batch, on its first pass
         # Let Trainer count supervised tokens across gradient accumulation (num_items_in_batch),
         # so accumulated steps weight every response token equally.
         self.model_accepts_loss_kwargs = True
+        # TensorBoard events go to RUN/tensorboard (output_dir is RUN/checkpoints, removed after training),
+        # unless the user chose a directory with TENSORBOARD_LOGGING_DIR.
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = str(Path(self.args.output_dir).parent / TENSORBOARD_DIR)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One batch in passes of at most `token_budget` tokens (packed when `packing`); gradients accumulate.
+
+        Every pass divides its loss sum by the whole batch's supervised count, so the summed gradient is
+        the unsplit batch's (a token-weighted mean over the rows of the optimizer step, as before).
+        """
+        passes = micro_batches(inputs, self.token_budget, self.packing)
+        if len(passes) == 1 and passes[0] is inputs:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            num_items_in_batch = supervised_count(inputs)
+        total = None
+        try:
+            for i, chunk in enumerate(passes):
+                self._first_pass = i == 0
+                loss = super().training_step(model, chunk, num_items_in_batch)
+                total = loss if total is None else total + loss
+        finally:
+            self._first_pass = True
+        return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss_sum, count = supervised_loss_sum(model, inputs)
@@ -61,7 +104,7 @@ class AdapterTrainer(Trainer):
         else:
             self.loss_is_scaled_for_ga = False
             loss = loss_sum / count.clamp(min=1)
-        if self.extra_loss is not None:
+        if self.extra_loss is not None and self._first_pass:
             loss = loss + self.extra_loss(model) / max(
                 self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1, 1
             )
@@ -127,7 +170,7 @@ class MetricsCallback(TrainerCallback):
         )
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.stats.peak_rss = max(self.stats.peak_rss, _rss())
+        self.stats.peak_rss = max(self.stats.peak_rss, peak_rss_bytes())
         if self.progress:
             self.progress(state.global_step, state.max_steps, self.stats.last_finite_loss)
         if self.evaluate and self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
@@ -143,14 +186,12 @@ class MetricsCallback(TrainerCallback):
             self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
 
 
-def _rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
 def training_arguments(cfg, output_dir: Path, precision: str, device: str, has_checkpoints: bool) -> TrainingArguments:
     t = cfg.training
+    if t.report_to == "tensorboard" and not is_tensorboard_available():
+        raise UserError(
+            "training.report_to=tensorboard needs TensorBoard: pip install 'adaptive-lora[tensorboard]' (or report_to=none)"
+        )
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,

@@ -9,7 +9,6 @@ last finite loss), `oom`, `error` or `interrupted`, and no number in result.json
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import shutil
@@ -24,15 +23,16 @@ from transformers import PrinterCallback, set_seed
 from ..allocation import Allocation
 from ..config import RunConfig, dump_yaml, load_run_config
 from ..data import Collator
-from ..environment import autocast_dtype, environment
+from ..environment import autocast_dtype, environment, resolve_packing, resolve_token_budget
 from ..errors import UserError
 from ..io import write_json
 from ..planning import plan_from_config
-from ..schema import ADAPTER_DIR, CHECKPOINT_DIR, DATA_REPORT_FILE, LOG_FILE, read_result, write_result
+from ..schema import ADAPTER_DIR, CHECKPOINT_DIR, DATA_REPORT_FILE, LOG_FILE, read_result, write_predictions, write_result
 from ..strategies import Attached, TrainingContext, hooks_for
 from ..workdirs import claim_run_dir, clear_run_dir
 from .base import BaseContext, prepare_base
 from .engine import AdapterTrainer, Diverged, GuardCallback, MetricsCallback, StepStats, timed_eval, training_arguments
+from .scoring import base_scores, result_fields, score
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, "float | None"], None]
@@ -107,6 +107,7 @@ class _Run:
         self.allocation: Allocation | None = None
         self.stats: StepStats | None = None
         self.train_seconds: float | None = None
+        self.base_scores: dict[str, Any] = {}
         self.steps = 0
 
     def log(self, message: str) -> None:
@@ -156,6 +157,7 @@ class _Run:
 
     def _train(self, base: BaseContext, progress: Progress | None) -> None:
         base_metrics = base.base_eval()
+        self.base_scores, base_rows = base_scores(base, self.cfg)
         self.result.update(base_eval_loss=base_metrics["loss"], base_perplexity=base_metrics["perplexity"])
         self.log(f"base eval loss {base_metrics['loss']:.4f} on {base_metrics['tokens']} response tokens")
         set_seed(self.cfg.training.seed)
@@ -166,7 +168,7 @@ class _Run:
             max_steps=self.cfg.training.max_steps,
             lora_dropout=self.cfg.allocation.lora_dropout,
         )
-        attached: Attached = strategy.attach(copy.deepcopy(base.model), self.allocation, context)
+        attached: Attached = base.attach(strategy, self.allocation, context)  # on the shared base: _finish releases it
         peft_model = attached.model
         if self.cfg.training.gradient_checkpointing:
             peft_model.enable_input_require_grads()
@@ -190,6 +192,8 @@ class _Run:
             ],
             stats=stats,
             extra_loss=attached.extra_loss,
+            token_budget=resolve_token_budget(self.cfg.training.token_budget, base.device),
+            packing=resolve_packing(self.cfg.training.packing, base.device),
         )
         trainer.remove_callback(PrinterCallback)  # our MetricsCallback logs; HF's printer would dump dicts to stdout
         if base.device.startswith("cuda"):
@@ -213,7 +217,9 @@ class _Run:
         self.allocation.save(self.dir)
         if not math.isfinite(final["loss"]):
             raise Diverged(self.steps, "eval loss", stats.last_finite_loss)
-        self.result.update(eval_loss=final["loss"], perplexity=final["perplexity"])
+        scores, rows = score(peft_model, base, self.cfg, "adapter", validation=final)
+        write_predictions(self.dir, base_rows + rows)
+        self.result.update(eval_loss=final["loss"], perplexity=final["perplexity"], **result_fields(scores, self.base_scores))
         self.log(
             f"eval loss {final['loss']:.4f} (base {base_metrics['loss']:.4f}) after {self.steps} steps in {self.train_seconds:.1f}s"
         )
@@ -236,6 +242,8 @@ class _Run:
         tmp.rename(self.dir / ADAPTER_DIR)
 
     def _finish(self, started: float) -> None:
+        if self.base is not None:
+            self.base.release()  # the shared base loses this run's adapters, whatever happened
         self.result.update(self._summary(started))
         write_result(self.dir, self.result)
         self.log(f"status {self.result['status']}" + (f": {self.result['error']}" if self.result.get("error") else ""))
@@ -269,6 +277,8 @@ class _Run:
             "train_time_s": seconds + probe_time if seconds is not None else None,
             "probe_time_s": probe_time,
             "wall_time_s": time.perf_counter() - started,
+            "tokens_seen": stats.tokens if stats else 0,
+            "supervised_tokens_seen": stats.supervised_tokens if stats else 0,
             "tokens_per_s": stats.tokens / seconds if stats and seconds else None,
             "supervised_tokens_per_s": stats.supervised_tokens / seconds if stats and seconds else None,
             "peak_memory_mb": self._peak_memory_mb(),
@@ -286,7 +296,14 @@ class _Run:
         if self.base is None:
             return {"source": self.cfg.data.source}
         report = self.base.data.report
-        return {"source": report.source, "hash": report.content_hash, "n_train": report.n_train, "n_eval": report.n_eval}
+        return {
+            "source": report.source,
+            "hash": report.content_hash,
+            "split_hashes": report.split_hashes,
+            "n_train": report.n_train,
+            "n_eval": report.n_eval,
+            "n_test": report.n_test,
+        }
 
 
 def _final_train_loss(stats: StepStats | None) -> float | None:

@@ -1,0 +1,66 @@
+"""The benchmark scripts: the GPU check's dry run (CPU, tiny model) and the GPU peak table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA A10G", None),  # not the A10: no data-sheet figure, so MFU says "unknown"
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA GeForce RTX 3090", None),
+    ],
+)
+def test_gpu_peaks_are_looked_up_by_whole_names(name, peak):
+    assert load_benchmark("bench_train").gpu_peak_tflops(name) == peak
+
+
+def test_gpu_check_dry_run_runs_every_step_on_cpu(tiny_llama_dir, tmp_path):
+    out = tmp_path / "check"
+    env = {**os.environ, "MODEL": str(tiny_llama_dir), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run", str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["all_done"]
+    assert summary["settings"] | {"threads": None} == {
+        "device": "cpu",
+        "device_name": "cpu",
+        "precision": "fp32",  # what model.precision=auto gives here
+        "attention": "sdpa",
+        "packing": False,
+        "token_budget": 256,
+        "threads": None,
+    }
+    assert summary["train"]["status"] == "done" and summary["train"]["steps"] == 2
+    assert set(summary["bench"]["variants"]) == {"ours", "ours-1pass", "plain", "ours-het"}
+    assert all(v["tokens_per_s"] > 0 for v in summary["bench"]["variants"].values())
+    assert sorted((r["label"], r["seed"]) for r in summary["suite"]) == [
+        (label, seed) for label in ("linear_decay 16->4", "uniform r8") for seed in (0, 1, 2)
+    ]
+    for log in ("train", "bench_train", "suite", "summary"):
+        assert (out / f"{log}.log").is_file(), log
