@@ -79,16 +79,32 @@ def test_budget_parsing_and_bad_suites(tmp_path):
 
 def test_builtin_suites_expand():
     seed_study = load_suite("seed-study")
-    assert [r.label for r in seed_study.runs] == [
-        "uniform r8",
-        "uniform r16",
-        "linear_decay 16->4",
-        "attention_heavy 16/8",
-        "empirical x16",
-    ]
-    assert all(r.budget.label == "own" for r in seed_study.runs)
+    labels = ["uniform r8", "uniform r16", "linear_decay 16->4", "attention_heavy 16/8", "empirical x16", "control: r1 on v"]
+    assert list(dict.fromkeys(r.label for r in seed_study.runs)) == labels
+    assert all(r.budget.label == "own" for r in seed_study.runs) and len({r.seed for r in seed_study.runs}) >= 3
+    assert {r.label for r in seed_study.runs if r.role == "capacity-control"} == {"control: r1 on v"}
     matched = load_suite("budget-matched")
-    assert len({r.seed for r in matched.runs}) >= 3 and {r.budget.label for r in matched.runs} == {"r4", "r8"}
+    assert len({r.seed for r in matched.runs}) >= 3 and {r.budget.label for r in matched.runs} == {"r4", "r8", "own"}
+    assert {r.budget.label for r in matched.runs if r.role == "capacity-control"} == {"own"}  # trained once, not per budget
+
+
+def test_learning_rate_grid_doubles_the_listing(capsys):
+    assert cli_main(["run", "budget-matched", "--list"]) == 0
+    single = [line for line in capsys.readouterr().out.splitlines() if "  (" in line]
+    assert cli_main(["run", "budget-matched", "--list", "learning_rates=[1e-4,5e-4]"]) == 0
+    double = [line for line in capsys.readouterr().out.splitlines() if "  (" in line]
+    assert len(double) == 2 * len(single) and {" lr 0.0001 ", " lr 0.0005 "} <= {
+        line[line.index(" lr ") : line.index(" seed")] + " " for line in double
+    }
+
+
+def test_staged_selection_lists_the_later_seeds_as_pending():
+    staged = load_suite("budget-matched", ["learning_rates=[1e-4,5e-4,1e-3]", "select_lr_on_seeds=1"])
+    assert staged.staged and staged.selection_seeds == [0]
+    groups = 6 * 2 + 1  # six strategies at r4 and r8, and the capacity control once
+    assert len(staged.runs) == groups * 3 * 3  # every rate x every seed can exist
+    assert len(staged.selection_runs()) == groups * 3 and staged.expected_runs() == groups * 3 + groups * 2
+    assert {r.seed for r in staged.selection_runs()} == {0}
 
 
 def test_sweep_runs_reports_and_skips_finished_runs(tiny_llama_dir, data_file, tmp_path, capsys):

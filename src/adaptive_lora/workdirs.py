@@ -9,24 +9,39 @@ file the user put there survives even that.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 from .errors import UserError
-from .schema import CHECKPOINT_DIR, CONFIG_FILE, RESULT_FILE, RUN_FILES, RUN_MARKER, SWEEP_MARKER
+from .schema import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, REPORT_FILES, RESULT_FILE, RUN_FILES, RUN_MARKER, SWEEP_MARKER
+
+# io.atomic_write_* writes .<name>.<pid>.<hex>.tmp beside <name>; the adapter is staged in .adapter.tmp
+_TEMPORARY = re.compile(r"\.(?P<name>.+?)(\.\d+\.[0-9a-f]+)?\.tmp")
 
 
-def _entries(path: Path) -> list[str]:
+def _entries(path: Path, what: str) -> list[str]:
+    if path.exists() and not path.is_dir():
+        raise UserError(
+            f"{path} is a file, not a {what} directory; nothing was changed: choose a new or empty directory with --out"
+        )
     return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
 
 
 def _is_ours_temporary(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")  # io.atomic_write_* and adapter staging
+    """A temporary file of one of a run's files (a user's own .notes.tmp is not ours)."""
+    match = _TEMPORARY.fullmatch(name)
+    return match is not None and match["name"] in RUN_FILES
 
 
 def _legacy_run_dir(names: list[str]) -> bool:
-    """A run directory written before markers existed: only run files, with a config and a result or log."""
-    return CONFIG_FILE in names and all(n in RUN_FILES or _is_ours_temporary(n) for n in names)
+    """A run directory written before markers existed: only run files, with a config and a result or log
+    (a config.yaml alone may be the user's own, written there to train from)."""
+    return (
+        CONFIG_FILE in names
+        and (RESULT_FILE in names or LOG_FILE in names)
+        and all(n in RUN_FILES or _is_ours_temporary(n) for n in names)
+    )
 
 
 def _foreign_error(path: Path, names: list[str], what: str) -> UserError:
@@ -40,9 +55,7 @@ def _foreign_error(path: Path, names: list[str], what: str) -> UserError:
 def claim_run_dir(path: str | Path) -> Path:
     """Make `path` a run directory: create it, or adopt an empty or legacy one; refuse the user's."""
     path = Path(path)
-    names = _entries(path)
-    if names and RUN_MARKER not in names and not _legacy_run_dir(names):
-        raise _foreign_error(path, names, "run")
+    check_run_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / RUN_MARKER).touch()
     return path
@@ -51,7 +64,7 @@ def claim_run_dir(path: str | Path) -> Path:
 def check_run_dir(path: str | Path) -> None:
     """Raise the one-line error `claim_run_dir` would, without creating anything."""
     path = Path(path)
-    names = _entries(path)
+    names = _entries(path, "run")
     if names and RUN_MARKER not in names and not _legacy_run_dir(names):
         raise _foreign_error(path, names, "run")
 
@@ -59,7 +72,7 @@ def check_run_dir(path: str | Path) -> None:
 def clear_run_dir(path: str | Path, keep_checkpoints: bool = False) -> None:
     """Remove what a run wrote (never anything else) so the run can start again."""
     path = Path(path)
-    for name in _entries(path):
+    for name in _entries(path, "run"):
         if name == RUN_MARKER or (keep_checkpoints and name == CHECKPOINT_DIR):
             continue
         if name in RUN_FILES or _is_ours_temporary(name):
@@ -78,7 +91,7 @@ def claim_sweep_dir(path: str | Path) -> Path:
 
 def check_sweep_dir(path: str | Path) -> None:
     path = Path(path)
-    names = _entries(path)
+    names = _entries(path, "sweep")
     if names and not is_sweep_dir(path):
         raise _foreign_error(path, names, "sweep")
 
@@ -91,4 +104,12 @@ def is_sweep_dir(path: str | Path) -> bool:
 
 def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
-    return (path / RUN_MARKER).is_file() or ((path / RESULT_FILE).is_file() and _legacy_run_dir(_entries(path)))
+    return (path / RUN_MARKER).is_file() or ((path / RESULT_FILE).is_file() and _legacy_run_dir(_entries(path, "run")))
+
+
+def is_runs_folder(path: str | Path) -> bool:
+    """A folder of run directories (gathered by hand) and nothing but them and an earlier report."""
+    path = Path(path)
+    entries = [p for p in path.iterdir()] if path.is_dir() else []
+    runs = [p for p in entries if p.is_dir() and is_run_dir(p)]
+    return bool(runs) and all(p in runs or p.name in REPORT_FILES for p in entries)

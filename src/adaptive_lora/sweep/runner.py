@@ -6,7 +6,10 @@ next invocation; failed runs (`diverged`, `oom`, `error`) are kept and reported,
 
 Several processes (on one machine, or machines sharing the directory) can work through one sweep:
 a run is claimed under a lock file (SWEEP/.claims/<run_id>.lock, an OS file lock that dies with its
-process) before it starts, and a process skips runs that are claimed or finished.
+process) before it starts, and a process skips runs that are claimed or finished. Across machines
+this needs a filesystem whose flock reaches them all (NFS mounted with `nolock` or `local_lock=flock`
+does not); where flock is missing, filelock uses a marker file instead, and the claim of a process
+killed on another machine stays until its .claims/<run_id>.lock is deleted.
 
 With a learning-rate grid and `select_lr_on_seeds`, the sweep runs in two stages: every rate on
 the selection seeds, then the other seeds at each group's chosen rate (sweep.selection).

@@ -15,6 +15,9 @@ A suite YAML looks like:
     learning_rates: [1.0e-4, 5.0e-4, 1.0e-3]   # optional: a grid, chosen per strategy x budget on validation loss
     select_lr_on_seeds: 1     # optional: choose on the first N seeds, then run the other seeds at the chosen rate
     baseline: uniform         # the strategy every other is compared with (default uniform)
+    # An entry with `budget: own` keeps its own ranks and is trained once, not once per budget.
+    # `role: control` marks a control of a strategy (same strategy name, isolating part of its effect);
+    # `role: capacity-control` a configuration known to be worse, e.g. rank 1 on v only.
     output: {dir: sweeps/mine}   # optional: the default of `run --out`
 
 Without `select_lr_on_seeds`, every learning rate runs with every seed. Each run gets a stable id
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,9 +55,15 @@ SUITE_KEYS = {
     "select_lr_on_seeds",
     "baseline",
     "output",
+    "eval",
 }
-ENTRY_KEYS = {"strategy", "label", "params", "allocation", "role"}
+ENTRY_KEYS = {"strategy", "label", "params", "allocation", "role", "budget", "isolates"}
+ISOLATES = ("allocation", "initialisation", "dynamics")  # what a control keeps of its strategy
 DEFAULT_BASELINE = "uniform"
+# What an entry is for: a strategy under study, a control that isolates part of a strategy's effect
+# (same strategy name, e.g. EVA's initialisation at uniform ranks), or the capacity control: a
+# configuration known to be worse (far smaller budget) that must separate from the baseline.
+ROLES = ("strategy", "control", "capacity-control")
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class RunSpec:
     seed: int
     config: RunConfig
     learning_rate: float | None = None  # None: the suite has no learning-rate grid
-    role: str = "strategy"  # "strategy", "control" (a capacity or attribution control), "baseline"
+    role: str = "strategy"  # "baseline" or one of ROLES
     selection: bool = False  # True: a run of the learning-rate selection stage
 
     @property
@@ -163,17 +173,25 @@ def _learning_rates(data: dict[str, Any], source: str) -> list[float]:
     rates = data.get("learning_rates")
     if rates is None:
         return []
-    if (
-        not isinstance(rates, list)
-        or not rates
-        or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates)
-    ):
+    parsed = [_positive_float(r) for r in rates] if isinstance(rates, list) else []
+    if not parsed or None in parsed:
         raise UserError(
             f"suite {source}: learning_rates must be a list of positive numbers, e.g. [1.0e-4, 5.0e-4], got {rates!r}"
         )
-    if len(set(rates)) != len(rates):
+    if len(set(parsed)) != len(parsed):
         raise UserError(f"suite {source}: learning_rates lists a rate twice: {rates}")
-    return [float(r) for r in rates]
+    data["learning_rates"] = parsed  # YAML 1.1 reads 1e-4 (no dot) as a string; record numbers
+    return parsed
+
+
+def _positive_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and math.isfinite(number) else None
 
 
 def expand(data: dict[str, Any], where: str, seeds: list[int], rates: list[float], selection_seeds: list[int]) -> list[RunSpec]:
@@ -183,7 +201,12 @@ def expand(data: dict[str, Any], where: str, seeds: list[int], rates: list[float
     budgets = [parse_budget(b, where) for b in (data.get("budgets") or [])] or [Budget("own")]
     runs = []
     for index, entry in enumerate(strategies):
-        for budget in budgets:
+        own = isinstance(entry, dict) and entry.get("budget") is not None
+        if own and entry.get("budget") != "own":
+            raise UserError(
+                f"suite {where}: strategies[{index}].budget can only be 'own' (its own ranks, trained once), got {entry['budget']!r}"
+            )
+        for budget in [Budget("own")] if own else budgets:
             for rate in rates or [None]:
                 for seed in seeds:
                     spec = _run_spec(data, entry, budget, seed, rate, f"{where}: strategies[{index}]")
@@ -208,23 +231,38 @@ def _run_spec(data: dict[str, Any], entry: Any, budget: Budget, seed: int, rate:
     if extra:
         raise UserError(f"{where}: unknown key {sorted(extra)[0]!r}; use {', '.join(sorted(ENTRY_KEYS))}")
     role = entry.get("role") or "strategy"
-    if role not in ("strategy", "control"):
-        raise UserError(f"{where}: role must be strategy or control, got {role!r}")
+    if role not in ROLES:
+        raise UserError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+    if entry.get("isolates") is not None and (role != "control" or entry["isolates"] not in ISOLATES):
+        raise UserError(
+            f"{where}: isolates ({', '.join(ISOLATES)}) belongs to entries with role: control, got {entry['isolates']!r}"
+        )
     allocation = {**(data.get("allocation") or {}), **(entry.get("allocation") or {})}
-    allocation.update(strategy=entry["strategy"], params=entry.get("params") or {})
-    if "budget" not in (entry.get("allocation") or {}) and "budget_rank" not in (entry.get("allocation") or {}):
-        allocation.update(budget=budget.params, budget_rank=budget.rank)  # a control may keep its own, smaller budget
+    allocation.update(strategy=entry["strategy"], params=entry.get("params") or {}, budget=budget.params, budget_rank=budget.rank)
     training = {**(data.get("training") or {}), "seed": seed}
     if rate is not None:
         training["learning_rate"] = rate
-    raw = {"model": data.get("model") or {}, "data": data.get("data") or {}, "allocation": allocation, "training": training}
+    raw = {
+        "model": data.get("model") or {},
+        "data": data.get("data") or {},
+        "allocation": allocation,
+        "training": training,
+        "eval": data.get("eval") or {},
+    }
     config = RunConfig.from_dict(raw, where=where)
     label = str(entry.get("label") or default_label(entry["strategy"], entry.get("params") or {}))
     rate_part = f"__lr{rate:g}" if rate is not None else ""
     run_id = f"{slug(label)}__{budget.label}{rate_part}__s{seed}-{config.config_id()[:8]}"
-    if entry["strategy"] == str(data.get("baseline") or DEFAULT_BASELINE) and role == "strategy":
+    if role == "strategy" and is_baseline(data, label, entry["strategy"]):
         role = "baseline"
     return RunSpec(run_id, label, budget, seed, config, rate, role)
+
+
+def is_baseline(data: dict[str, Any], label: str, strategy: str) -> bool:
+    """The suite's `baseline` names a label (e.g. "all modules") or, when no entry has that label, a strategy."""
+    baseline = str(data.get("baseline") or DEFAULT_BASELINE)
+    labels = {str(e.get("label")) for e in data.get("strategies") or [] if isinstance(e, dict) and e.get("label")}
+    return label == baseline if baseline in labels else strategy == baseline
 
 
 def parse_budget(value: Any, where: str) -> Budget:
