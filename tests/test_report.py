@@ -136,7 +136,7 @@ def test_summary_matches_pandas_groupby(standard):
     failed = results[results["status"] != "done"].groupby(["label", "budget_label"]).size()
     assert summary.loc[summary["n_failed"] > 0, "n_failed"].to_dict() == failed.to_dict()
     # A group with no finished run has empty cells, not "nan".
-    assert summary.loc[("empirical", "r8")].drop(["strategy", "n", "n_failed"]).isna().all()
+    assert summary.loc[("empirical", "r8")].drop(["strategy", "role", "learning_rate", "n", "n_failed"]).isna().all()
     assert "nan" not in (sweep / "summary.csv").read_text().lower()
 
 
@@ -203,7 +203,7 @@ def test_report_lists_failures_and_skipped(standard):
     for name in expected["skipped"]:
         assert f"runs/{name}" in md
     assert "not valid JSON" in md and "lacks required key" in md
-    assert "tiny-llama-test" in md and "3f2a9c1d7e5b" in md and "learning_rate 0.0005" in md
+    assert "tiny-llama-test" in md and "3f2a9c1d7e5b" in md and "one learning rate for every strategy (0.0005)" in md
     assert "different data hashes" not in md and "original study" not in md
     assert "3.1000 ± " in md  # uniform r4 eval loss, 4 decimals with its CI
 

@@ -4,7 +4,19 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from adaptive_lora.report.stats import holm, mean_ci, min_exact_wilcoxon_p, paired_compare, paired_note, wilcoxon_method
+from adaptive_lora.report.stats import (
+    holm,
+    mcnemar_exact,
+    mean_ci,
+    min_detectable_effect,
+    min_exact_wilcoxon_p,
+    paired_bootstrap_ci,
+    paired_compare,
+    paired_note,
+    paired_t_power,
+    wilcoxon_method,
+    wilcoxon_test,
+)
 
 T_975_DF3 = 3.182446305284263  # Student t 97.5% quantile, 3 degrees of freedom (printed tables: 3.182)
 
@@ -34,7 +46,9 @@ def test_paired_compare_matches_hand_and_scipy():
     half = sps.t.ppf(0.975, 4) * diffs.std(ddof=1) / math.sqrt(5)
     assert (r.ci_low, r.ci_high) == (pytest.approx(-0.054 - half), pytest.approx(-0.054 + half))
     assert r.t_p == pytest.approx(sps.ttest_rel(a, b).pvalue)
-    assert r.wilcoxon_p == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    # |d| ranks: the three 0.05s tie at rank 2 (up to float rounding), 0.10 -> 4, 0.12 -> 5; W+ = 2.
+    # Of the 32 sign patterns, 4 give W+ <= 2 (none positive, or one of the 2s): two-sided p = 2 * 4/32.
+    assert (r.wilcoxon_p, r.wilcoxon_method) == (pytest.approx(0.25), "permutation")
 
 
 def test_exact_wilcoxon_known_values():
@@ -94,5 +108,136 @@ def test_degenerate_differences_give_none_not_nan():
 def test_wilcoxon_method_names():
     assert wilcoxon_method([0.1, -0.2, 0.3]) == "exact"
     assert wilcoxon_method([0.1, 0.1, 0.3]) == "permutation"  # ties
-    assert wilcoxon_method([0.0, 0.1, 0.3]) == "permutation"  # a zero
-    assert wilcoxon_method(np.linspace(0.1, 6.0, 60)) == "normal approximation"
+    assert wilcoxon_method([0.0, 0.1, 0.3]) == "exact"  # the zero is dropped (zero_method "wilcox"); no ties left
+    assert wilcoxon_method(np.linspace(0.1, 6.0, 51)) == "normal approximation"
+    assert wilcoxon_method(np.r_[np.linspace(0.1, 3.0, 14), 3.0]) == "normal approximation"  # ties, 15 nonzero
+    assert wilcoxon_method([0.0, 0.0, 0.0]) is None and wilcoxon_method([0.4]) is None
+
+
+def _scipy_p(nonzero, method: str) -> float:
+    """What scipy gives when told the method by name."""
+    scipy_method = {"exact": "exact", "normal approximation": "asymptotic"}.get(method) or sps.PermutationMethod(
+        n_resamples=2**15
+    )
+    return sps.wilcoxon(nonzero, method=scipy_method).pvalue
+
+
+def test_wilcoxon_label_is_what_was_computed():
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.normal(size=12),  # exact
+        np.round(rng.normal(size=10), 1),  # ties: permutation
+        np.round(rng.normal(size=40), 1),  # ties, many pairs: normal approximation
+        rng.normal(size=70),  # many pairs: normal approximation
+    ]
+    seen = set()
+    for diffs in cases:
+        p, method = wilcoxon_test(diffs)
+        nonzero = diffs[diffs != 0]
+        assert p == pytest.approx(_scipy_p(nonzero, method), rel=1e-12)
+        seen.add(method)
+    assert seen == {"exact", "permutation", "normal approximation"}
+
+
+def test_wilcoxon_labels_the_old_rule_got_wrong():
+    # Every difference zero: no test ran, so there is no method (the old label said "permutation").
+    zero = paired_compare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert (zero.wilcoxon_p, zero.wilcoxon_method) == (None, None)
+    # 60 pairs, 20 of them zero: 40 distinct nonzero differences get the exact test, which the old rule
+    # (counting the zeros) labelled "normal approximation".
+    diffs = np.r_[np.zeros(20), np.linspace(-0.39, 0.4, 40) + 0.005]
+    p, method = wilcoxon_test(diffs)
+    exact = sps.wilcoxon(diffs[diffs != 0], method="exact").pvalue
+    assert method == "exact" and p == pytest.approx(exact, rel=1e-12)
+    assert abs(exact - sps.wilcoxon(diffs[diffs != 0], method="asymptotic").pvalue) > 1e-4  # the label matters
+    # Differences equal up to float rounding are ties: 1.1 - 1.0 and 2.1 - 2.0 are both 0.1.
+    float_ties = np.array([1.1, 2.0, 3.3, 4.6, 5.3]) - np.array([1.0, 2.1, 3.2, 4.7, 5.0])
+    p, method = wilcoxon_test(float_ties)
+    assert method == "permutation" and p == pytest.approx(_scipy_p([1, -1, 1, -1, 3], "permutation"))
+
+
+# --- minimum detectable effect ------------------------------------------------------------------
+
+# Standardised MDE (Cohen's d_z) of a two-sided paired t-test, alpha 0.05, power 0.80, computed with
+# statsmodels 0.15 TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8), an independent implementation.
+STATSMODELS_D = {3: 3.264043552819638, 10: 0.9960019107624178, 20: 0.6604416544380312, 50: 0.4041829997377859}
+
+
+def _power_by_hand(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Two-sided power from the noncentral t, both tails, written out independently of stats.py."""
+    df, ncp = n - 1, effect * math.sqrt(n) / sd
+    t_crit = sps.t.ppf(1 - alpha / 2, df)
+    return sps.nct.sf(t_crit, df, ncp) + sps.nct.cdf(-t_crit, df, ncp)
+
+
+def test_mde_matches_statsmodels():
+    for n, d in STATSMODELS_D.items():
+        assert min_detectable_effect(1.0, n) == pytest.approx(d, rel=1e-5)
+    assert min_detectable_effect(1.0, 10, alpha=0.01, power=0.9) == pytest.approx(1.5097344851610688, rel=1e-5)
+    # In the units of the differences: sd 0.004 nats over 10 seeds -> 0.996 * 0.004 nats.
+    assert min_detectable_effect(0.004, 10) == pytest.approx(0.004 * STATSMODELS_D[10], rel=1e-5)
+
+
+def test_power_at_the_mde_is_the_requested_power():
+    for n in (2, 3, 5, 10, 40, 300):
+        mde = min_detectable_effect(0.37, n)
+        assert _power_by_hand(mde, 0.37, n) == pytest.approx(0.80, abs=1e-6)
+        assert paired_t_power(mde, 0.37, n) == pytest.approx(0.80, abs=1e-6)
+        assert paired_t_power(-mde, 0.37, n) == pytest.approx(0.80, abs=1e-6)  # two-sided
+    assert min_detectable_effect(1.0, 5) > min_detectable_effect(1.0, 6) > min_detectable_effect(1.0, 100)
+
+
+def test_mde_by_simulation():
+    # 20,000 simulated studies of 10 pairs with a true difference of one MDE: about 80% reject at 0.05.
+    n, sd = 10, 0.5
+    mde = min_detectable_effect(sd, n)
+    diffs = np.random.default_rng(0).normal(mde, sd, size=(20_000, n))
+    rejected = sps.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.80, abs=0.01)
+
+
+def test_mde_degenerate_inputs():
+    assert min_detectable_effect(1.0, 1) is None and min_detectable_effect(1.0, 0) is None
+    assert min_detectable_effect(None, 10) is None and min_detectable_effect(float("nan"), 10) is None
+    assert min_detectable_effect(0.0, 10) == 0.0
+    assert paired_t_power(0.1, 0.0, 10) is None and paired_t_power(0.1, 1.0, 1) is None
+    with pytest.raises(ValueError):
+        min_detectable_effect(-1.0, 10)
+    with pytest.raises(ValueError):
+        min_detectable_effect(1.0, 10, alpha=0.05, power=0.01)
+
+
+# --- per-row tests ------------------------------------------------------------------------------
+
+
+def test_mcnemar_exact_by_hand():
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # all 6 discordant rows one way: 2 * (1/2)^6
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)  # 2 * P(X <= 1), X ~ Bin(10, 1/2)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(10, 10) == 1.0
+    assert mcnemar_exact(0, 0) is None  # no row tells them apart
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 3)
+
+
+def test_paired_bootstrap_ci():
+    rng = np.random.default_rng(5)
+    diffs = rng.normal(0.1, 1.0, size=400)
+    low, high = paired_bootstrap_ci(diffs)
+    t = mean_ci(diffs)
+    # Near-normal differences: the bootstrap interval is close to the t interval (half-width about 0.098).
+    assert low == pytest.approx(t.ci_low, abs=0.015) and high == pytest.approx(t.ci_high, abs=0.015)
+    assert (low, high) == paired_bootstrap_ci(diffs)  # fixed seed: reproducible
+    assert (low, high) != paired_bootstrap_ci(diffs, seed=1)
+    narrow = paired_bootstrap_ci(diffs, confidence=0.5)
+    assert low < narrow[0] < narrow[1] < high
+    assert isinstance(low, float) and isinstance(high, float)
+
+
+def test_paired_bootstrap_ci_small_and_degenerate():
+    assert paired_bootstrap_ci([0.3]) == (None, None) and paired_bootstrap_ci([]) == (None, None)
+    assert paired_bootstrap_ci([1.0, 1.0, None, float("nan"), 1.0]) == (1.0, 1.0)
+    # Exact-match differences (-1, 0, +1): the interval stays within the possible range and holds the mean.
+    em = np.r_[np.ones(30), -np.ones(10), np.zeros(160)]
+    low, high = paired_bootstrap_ci(em)
+    assert -1.0 <= low < 0.1 < high <= 1.0

@@ -19,11 +19,13 @@ import pandas as pd
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..schema import RUN_MARKER, SWEEP_MARKER
-from ..workdirs import is_run_dir, is_sweep_dir
+from ..workdirs import is_run_dir, is_runs_folder, is_sweep_dir
 from .blocks import render_html, render_markdown
-from .collect import read_sweep, relative_path, runs_frame
+from .collect import mark_chosen_rates, read_sweep, relative_path, runs_frame
 from .compare import paired_stats, summarize
 from .figures import render_all
+from .findings import findings_blocks
+from .rowstats import row_stats
 from .sections import ReportContext, build_blocks
 
 
@@ -37,18 +39,19 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise UserError(f"sweep directory {sweep} does not exist; give the --out directory of `adaptive-lora run`")
-    if not (is_sweep_dir(sweep) or is_run_dir(sweep)):
+    if not (is_sweep_dir(sweep) or is_run_dir(sweep) or is_runs_folder(sweep)):
         raise UserError(
             f"{sweep} is not an adaptive-lora sweep or run directory (no {SWEEP_MARKER} or {RUN_MARKER}); "
             "the report writes its files there, so nothing was written: give the --out directory of `adaptive-lora run`"
         )
     read = read_sweep(sweep)
-    df = runs_frame(read.runs)
-    summary, stats_table = summarize(df), paired_stats(df)
+    df = mark_chosen_rates(runs_frame(read.runs), read.runs, read.suite)
+    summary, stats_table, rows_table = summarize(df), paired_stats(df), row_stats(df)
     csv_df = df.assign(run_dir=[relative_path(p, sweep) for p in df["run_dir"]])
     atomic_write_text(sweep / "results.csv", _csv(csv_df))
     atomic_write_text(sweep / "summary.csv", _csv(summary))
     atomic_write_text(sweep / "stats.csv", _csv(stats_table))
+    atomic_write_text(sweep / "row_stats.csv", _csv(rows_table))
     figure_files, figure_errors = render_all(df, sweep / "figures")
     name = read.suite.name if read.suite else sweep.resolve().name
     context = ReportContext(
@@ -58,6 +61,8 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         df=df,
         summary=summary,
         stats=stats_table,
+        row_stats=rows_table,
+        findings=findings_blocks(df, stats_table, read.suite),
         figures=figure_files,
         figure_errors=figure_errors,
     )

@@ -85,7 +85,12 @@ class Heading:
 @dataclass
 class Para:
     text: str
-    kind: str = "p"  # p | note | warning
+    kind: str = "p"  # p | note | warning | conclusion | alarm (the underpowered flag)
+
+
+@dataclass
+class Pre:
+    text: str  # shown verbatim (prompts, model outputs)
 
 
 @dataclass
@@ -116,10 +121,15 @@ def _md_block(block, sweep: Path) -> str:
     if isinstance(block, Heading):
         return f"{'#' * block.level} {block.text}"
     if isinstance(block, Para):
-        prefix = {"p": "", "note": "_Note:_ ", "warning": "> **Warning:** "}[block.kind]
+        prefix = {"p": "", "note": "_Note:_ ", "warning": "> **Warning:** ", "conclusion": "", "alarm": "> **"}[block.kind]
+        if block.kind == "alarm":
+            return f"{prefix}{block.text}**"
         return prefix + block.text
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Pre):
+        fence = "````" if "```" in block.text else "```"
+        return f"{fence}text\n{block.text}\n{fence}"
     if isinstance(block, Table):
         align = ["---:" if i in block.numeric else "---" for i in range(len(block.columns))]
         lines = ["| " + " | ".join(map(_md_cell, block.columns)) + " |", "| " + " | ".join(align) + " |"]
@@ -150,6 +160,9 @@ tr:nth-child(even) td { background: #fafafa; }
 .warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: .6rem .8rem; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9rem; }
+pre { background: #f6f6f6; padding: .6rem .8rem; white-space: pre-wrap; font-size: .85rem; }
+.conclusion { background: #eef6ee; border-left: 4px solid #3a8a3a; padding: .6rem .8rem; }
+.alarm { background: #fdecea; border-left: 6px solid #c62828; padding: .8rem 1rem; font-weight: 600; }
 """
 
 
@@ -161,6 +174,8 @@ def _html_block(block) -> str:
         return f'<p class="{block.kind}">{e(block.text)}</p>'
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Pre):
+        return f"<pre>{e(block.text)}</pre>"
     if isinstance(block, Table):
         head = "".join(f"<th>{e(c)}</th>" for c in block.columns)
         body = "".join(

@@ -18,6 +18,7 @@ import yaml
 
 from ..errors import UserError
 from ..schema import CONFIG_FILE, RESULT_FILE, ROLES, SUITE_FILE, read_result
+from ..sweep.selection import choose_rates, chosen_rates
 from ..sweep.suite import Suite, suite_from_dict
 
 BASELINE_STRATEGY = "uniform"  # the baseline of runs without a suite (a suite's `baseline` key overrides it)
@@ -32,6 +33,8 @@ INT_COLUMNS = (
     "diverged_step",
     "n_train",
     "n_eval",
+    "n_test",
+    "test_n_rows",
 )
 # results.csv columns before the per-role rank columns, and after them.
 _HEAD_COLUMNS = (
@@ -46,12 +49,24 @@ _HEAD_COLUMNS = (
     "budget_achieved",
     "seed",
     "learning_rate",
+    "at_chosen_rate",
     "eval_loss",
     "perplexity",
     "base_eval_loss",
     "base_perplexity",
     "improvement",
     "improvement_pct",
+    "test_loss",
+    "base_test_loss",
+    "test_exact_match",
+    "base_test_exact_match",
+    "test_rouge_l",
+    "base_test_rouge_l",
+    "test_n_rows",
+    "forgetting_source",
+    "forgetting_base_loss",
+    "forgetting_loss",
+    "forgetting_delta",
     "final_train_loss",
     "trainable_params",
     "total_params",
@@ -62,8 +77,11 @@ _HEAD_COLUMNS = (
 )
 _TAIL_COLUMNS = (
     "steps",
+    "tokens_seen",
     "train_time_s",
     "probe_time_s",
+    "eval_time_s",
+    "wall_time_s",
     "tokens_per_s",
     "supervised_tokens_per_s",
     "peak_memory_mb",
@@ -73,6 +91,7 @@ _TAIL_COLUMNS = (
     "data_source",
     "n_train",
     "n_eval",
+    "n_test",
     "model",
     "run_dir",
 )
@@ -136,10 +155,10 @@ def _sub(mapping: Any, key: str) -> Any:
 def run_row(run: Run) -> dict[str, Any]:
     """One flat results.csv row from a result.json."""
     r = run.result
-    row: dict[str, Any] = {k: r.get(k) for k in ("run_id", "status", "error", "strategy", "label", "budget_label", "model")}
-    row["label"], row["budget_label"], row["role"] = str(row["label"]), str(row["budget_label"]), run.role
-    row["seed"] = int(r["seed"])
+    row: dict[str, Any] = {k: r.get(k) for k in ("run_id", "status", "error", "strategy", "model")}
+    row.update(label=str(r["label"]), budget_label=str(r["budget_label"]), role=run.role, seed=int(r["seed"]))
     row["learning_rate"] = _number(_sub(_sub(r.get("config"), "training"), "learning_rate"))
+    row["at_chosen_rate"] = True  # set by the report when the suite has a learning-rate grid
     row["budget_target"] = _number(_sub(r.get("budget"), "target"))
     row["budget_achieved"] = _number(_sub(r.get("budget"), "achieved"))
     for key in (
@@ -156,6 +175,8 @@ def run_row(run: Run) -> dict[str, Any]:
         "steps",
         "train_time_s",
         "probe_time_s",
+        "eval_time_s",
+        "wall_time_s",
         "tokens_per_s",
         "supervised_tokens_per_s",
         "peak_memory_mb",
@@ -163,6 +184,14 @@ def run_row(run: Run) -> dict[str, Any]:
         "last_finite_loss",
     ):
         row[key] = _number(r.get(key))
+    test, base_test = _sub(r, "test"), _sub(_sub(r, "base"), "test")
+    for key in ("loss", "exact_match", "rouge_l"):
+        row[f"test_{key}"], row[f"base_test_{key}"] = _number(_sub(test, key)), _number(_sub(base_test, key))
+    row["test_n_rows"] = _number(_sub(test, "n_rows"))
+    forgetting = _sub(r, "forgetting")
+    row["forgetting_source"] = _sub(forgetting, "source")
+    for key in ("base_loss", "loss", "delta"):
+        row[f"forgetting_{key}"] = _number(_sub(forgetting, key))
     summary = r.get("allocation_summary") if isinstance(r.get("allocation_summary"), dict) else {}
     for key in ("mean_rank", "min_rank", "max_rank"):
         row[key] = _number(summary.get(key))
@@ -175,7 +204,9 @@ def run_row(run: Run) -> dict[str, Any]:
         data_source=data.get("source"),
         n_train=_number(data.get("n_train")),
         n_eval=_number(data.get("n_eval")),
+        n_test=_number(data.get("n_test")),
     )
+    row["tokens_seen"] = _number(r.get("tokens_seen"))
     row["run_dir"] = str(run.path)
     return row
 
@@ -327,3 +358,18 @@ def relative_path(path: str | Path, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def mark_chosen_rates(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -> pd.DataFrame:
+    """`at_chosen_rate`: whether a run is at its group's chosen learning rate (sweep.selection, on
+    validation loss). Without a grid every run is; a group whose selection runs have not all ended
+    has no chosen rate yet, so none of its runs enter the comparisons."""
+    if suite is None or len(suite.learning_rates) < 2 or df.empty:
+        return df
+    chosen = chosen_rates(choose_rates(suite, {run.result["run_id"]: run.result for run in runs}))
+    df = df.copy()
+    df["at_chosen_rate"] = [
+        chosen.get((label, budget)) is not None and math.isclose(chosen[(label, budget)], rate or 0.0)
+        for label, budget, rate in zip(df["label"], df["budget_label"], df["learning_rate"])
+    ]
+    return df

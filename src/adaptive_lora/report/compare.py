@@ -1,20 +1,74 @@
-"""Per-group summaries and paired comparisons against the baseline (uniform), from the runs table."""
+"""Per-group summaries and paired comparisons against the baseline, from the runs table.
+
+A group is (label, budget). With a learning-rate grid only the runs at the group's chosen rate (on
+validation loss, sweep.selection) enter the summaries and tests. Comparisons pair a group's runs
+with the baseline's at the same budget and seed; for every metric they give the mean difference,
+its 95% CI, paired t and Wilcoxon tests (Holm-corrected across the strategies of a budget), and
+the minimum detectable effect (80% power, alpha 0.05) from the observed paired variance.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from .collect import BASELINE_STRATEGY, budget_order, done_runs, label_order
-from .stats import ALPHA, holm, mean_ci, paired_compare
+from .collect import OWN_BUDGET, budget_order, done_runs, label_order
+from .conclusions import Comparison, direction
+from .stats import holm, mean_ci, min_detectable_effect, paired_compare
 
-SUMMARY_METRICS = ("eval_loss", "perplexity", "improvement", "trainable_params", "train_time_s")
+
+@dataclass(frozen=True)
+class Metric:
+    column: str  # results.csv column
+    name: str  # what the report calls it
+    higher_is_better: bool
+    digits: int = 4
+
+
+VALIDATION_LOSS = Metric("eval_loss", "validation loss", False)
+TEST_LOSS = Metric("test_loss", "test loss", False)
+EXACT_MATCH = Metric("test_exact_match", "test exact match", True, 3)
+ROUGE_L = Metric("test_rouge_l", "test ROUGE-L", True, 3)
+FORGETTING = Metric("forgetting_delta", "forgetting (held-out loss rise)", False)
+METRICS = (TEST_LOSS, EXACT_MATCH, ROUGE_L, FORGETTING, VALIDATION_LOSS)
+SUMMARY_COLUMNS = (
+    "eval_loss",
+    "perplexity",
+    "improvement",
+    "test_loss",
+    "test_exact_match",
+    "test_rouge_l",
+    "forgetting_delta",
+    "trainable_params",
+    "train_time_s",
+)
+
+
+def measured(df: pd.DataFrame) -> list[Metric]:
+    """The metrics this sweep has values for, in report order."""
+    done = done_runs(df) if len(df) else df
+    return [m for m in METRICS if m.column in done and done[m.column].notna().any()]
+
+
+def primary_metric(df: pd.DataFrame) -> Metric:
+    """What conclusions lead with: test loss when there is a test split, else validation loss."""
+    return TEST_LOSS if TEST_LOSS in measured(df) else VALIDATION_LOSS
+
+
+def final_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs at their group's chosen learning rate (all runs when there is no grid)."""
+    return df[df["at_chosen_rate"].astype(bool)] if len(df) else df
+
+
+# --- summaries ----------------------------------------------------------------------------------
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (label, budget_label): n done, n_failed, and mean/std/95% CI of the key metrics over done runs."""
+    """Per (label, budget_label): n done, n_failed, chosen rate, and mean/std/95% CI of the metrics over done runs."""
+    df = final_runs(df)
     rows = []
     for budget in budget_order(df) if len(df) else []:
         for label in label_order(df):
@@ -22,74 +76,92 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             if group.empty:
                 continue
             done = done_runs(group)
+            rates = sorted(group["learning_rate"].dropna().unique())
             row = {
                 "label": label,
                 "budget_label": budget,
                 "strategy": group["strategy"].iloc[0],
+                "role": group["role"].iloc[0],
+                "learning_rate": rates[0] if len(rates) == 1 else None,
                 "n": len(done),
                 "n_failed": int((group["status"] != "done").sum()),
             }
-            for metric in SUMMARY_METRICS:
-                s = mean_ci(done[metric].astype(float).tolist())
+            for column in SUMMARY_COLUMNS:
+                s = mean_ci(done[column].astype(float).tolist())
                 row.update(
                     {
-                        f"{metric}_mean": s.mean,
-                        f"{metric}_std": s.std,
-                        f"{metric}_ci_low": s.ci_low,
-                        f"{metric}_ci_high": s.ci_high,
+                        f"{column}_mean": s.mean,
+                        f"{column}_std": s.std,
+                        f"{column}_ci_low": s.ci_low,
+                        f"{column}_ci_high": s.ci_high,
                     }
                 )
             rows.append(row)
-    columns = ["label", "budget_label", "strategy", "n", "n_failed"] + [
-        f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std", "ci_low", "ci_high")
+    columns = ["label", "budget_label", "strategy", "role", "learning_rate", "n", "n_failed"] + [
+        f"{c}_{s}" for c in SUMMARY_COLUMNS for s in ("mean", "std", "ci_low", "ci_high")
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _choose_baseline(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> tuple[str | None, str]:
-    """The uniform label to pair `label` with at `budget`, and a sentence saying why."""
-    candidates = done[(done["budget_label"] == budget) & (done["strategy"] == BASELINE_STRATEGY)]
+def rate_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean validation loss per group and learning rate, over every finished run (the whole grid)."""
+    done = done_runs(df) if len(df) else df
+    if done.empty or done["learning_rate"].nunique() < 2:
+        return pd.DataFrame(columns=["label", "budget_label", "learning_rate", "n", "validation_loss", "chosen"])
+    grid = (
+        done.groupby(["label", "budget_label", "learning_rate"])
+        .agg(n=("eval_loss", "size"), validation_loss=("eval_loss", "mean"), chosen=("at_chosen_rate", "max"))
+        .reset_index()
+    )
+    return grid
+
+
+# --- paired comparisons -------------------------------------------------------------------------
+
+
+def choose_baseline(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> tuple[str | None, str]:
+    """The baseline label to pair `label` with at `budget`, and a sentence saying why."""
+    candidates = done[(done["role"] == "baseline") & (done["budget_label"] == budget)]
     names = label_order(candidates) if len(candidates) else []
     if not names:
-        return None, "no finished uniform run at this budget"
+        return None, "no finished baseline run at this budget"
     if len(names) == 1:
-        return names[0], "the uniform run at this budget"
+        return names[0], "the baseline at this budget"
     # Study mode: several uniform ranks at budget `own`; compare with the one of similar size.
     own_params = df.loc[(df["label"] == label) & (df["budget_label"] == budget), "trainable_params"].median()
     sizes = {n: candidates.loc[candidates["label"] == n, "trainable_params"].median() for n in names}
     if pd.isna(own_params):
-        return names[0], "trainable params unknown: the smallest uniform run"
+        return names[0], "trainable params unknown: the smallest baseline"
     best = min(names, key=lambda n: abs(float(sizes[n]) - float(own_params)) if pd.notna(sizes[n]) else math.inf)
     listed = ", ".join(f"{n} {int(sizes[n]):,}" for n in names if pd.notna(sizes[n]))
     return best, f"closest trainable params ({int(own_params):,}) among {listed}"
 
 
-def _verdict(mean_diff: float | None, p_holm: float | None) -> str:
-    if p_holm is None:
-        return ""
-    if p_holm < ALPHA:
-        direction = "lower (better)" if mean_diff < 0 else "higher (worse)"
-        return f"{direction} eval loss than uniform (Holm-corrected t-test p < {ALPHA})"
-    return f"no significant difference from uniform (Holm-corrected t-test p >= {ALPHA})"
-
-
-def _pair_row(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> dict[str, Any]:
-    baseline, choice = _choose_baseline(df, done, label, budget)
-    strategy = df.loc[df["label"] == label, "strategy"].iloc[0]
-    at = done[done["budget_label"] == budget]
-    ours = at[at["label"] == label][["seed", "eval_loss"]]
-    base = at[at["label"] == baseline][["seed", "eval_loss"]] if baseline else ours.iloc[0:0]
-    # One run per (label, budget, seed) is expected; average duplicates (e.g. a re-run) rather than double-count.
-    pairs = (
+def _pairs(done: pd.DataFrame, label: str, label_budget: str, baseline: str, base_budget: str, column: str) -> pd.DataFrame:
+    ours = done[(done["label"] == label) & (done["budget_label"] == label_budget)][["seed", column]].dropna()
+    base = done[(done["label"] == baseline) & (done["budget_label"] == base_budget)][["seed", column]].dropna()
+    # One run per (label, budget, seed) is expected; average duplicates rather than double-count.
+    return (
         ours.groupby("seed").mean().merge(base.groupby("seed").mean(), left_index=True, right_index=True, suffixes=("_s", "_b"))
     )
-    result = paired_compare(pairs["eval_loss_s"].tolist(), pairs["eval_loss_b"].tolist())
+
+
+def compare(
+    done: pd.DataFrame, label: str, label_budget: str, baseline: str | None, base_budget: str, metric: Metric
+) -> dict[str, Any]:
+    """One paired comparison (label - baseline) on one metric."""
+    pairs = (
+        _pairs(done, label, label_budget, baseline, base_budget, metric.column)
+        if baseline
+        else pd.DataFrame(columns=[f"{metric.column}_s", f"{metric.column}_b"])
+    )
+    result = paired_compare(pairs[f"{metric.column}_s"].tolist(), pairs[f"{metric.column}_b"].tolist())
+    diffs = (pairs[f"{metric.column}_s"] - pairs[f"{metric.column}_b"]).tolist()
+    sd = mean_ci(diffs).std
     return {
-        "label": label,
-        "strategy": strategy,
-        "budget_label": budget,
-        "baseline_label": baseline,
-        "baseline_choice": choice,
+        "metric": metric.column,
+        "metric_name": metric.name,
+        "higher_is_better": metric.higher_is_better,
         "n_pairs": result.n_pairs,
         "seeds": " ".join(str(int(s)) for s in pairs.index),
         "mean_diff": result.mean_diff,
@@ -98,42 +170,92 @@ def _pair_row(df: pd.DataFrame, done: pd.DataFrame, label: str, budget: str) -> 
         "t_p": result.t_p,
         "wilcoxon_p": result.wilcoxon_p,
         "wilcoxon_method": result.wilcoxon_method,
-        "note": result.note if baseline else choice,
+        "mde": min_detectable_effect(sd, result.n_pairs) if sd is not None else None,
+        "note": result.note,
     }
 
 
+STATS_COLUMNS = [
+    "label",
+    "strategy",
+    "role",
+    "budget_label",
+    "baseline_label",
+    "baseline_budget",
+    "baseline_choice",
+    "metric",
+    "metric_name",
+    "higher_is_better",
+    "n_pairs",
+    "seeds",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "t_p",
+    "wilcoxon_p",
+    "wilcoxon_method",
+    "t_p_holm",
+    "wilcoxon_p_holm",
+    "mde",
+    "verdict",
+    "note",
+]
+
+
 def paired_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """Each non-uniform label against uniform at the same budget, paired by seed, Holm within a budget."""
-    columns = [
-        "label",
-        "strategy",
-        "budget_label",
-        "baseline_label",
-        "baseline_choice",
-        "n_pairs",
-        "seeds",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "t_p",
-        "wilcoxon_p",
-        "wilcoxon_method",
-        "t_p_holm",
-        "wilcoxon_p_holm",
-        "verdict",
-        "note",
-    ]
+    """Every non-baseline group against the baseline at its budget (a group at budget `own` without a
+    baseline there, e.g. the capacity control, against the baseline at each budget), for every metric
+    measured. Holm-corrected across the groups of a budget, per metric."""
+    df = final_runs(df)
     if df.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=STATS_COLUMNS)
     done = done_runs(df)
+    budgets = budget_order(df)
     rows = []
-    for budget in budget_order(df):
-        at = df[(df["budget_label"] == budget) & (df["strategy"] != BASELINE_STRATEGY)]
-        block = [_pair_row(df, done, label, budget) for label in label_order(at)] if len(at) else []
-        for key in ("t_p", "wilcoxon_p"):
-            for row, adjusted in zip(block, holm([row[key] for row in block])):
-                row[f"{key}_holm"] = adjusted
-        for row in block:
-            row["verdict"] = _verdict(row["mean_diff"], row["t_p_holm"])
-        rows.extend(block)
-    return pd.DataFrame(rows, columns=columns)
+    for metric in measured(df):
+        for budget in budgets:
+            block = []
+            for label, label_budget in _groups_compared_at(df, done, budget, budgets):
+                baseline, choice = choose_baseline(df, done, label, budget)
+                group = df[(df["label"] == label) & (df["budget_label"] == label_budget)]
+                row = {
+                    "label": label,
+                    "strategy": group["strategy"].iloc[0],
+                    "role": group["role"].iloc[0],
+                    "budget_label": budget,
+                    "baseline_label": baseline,
+                    "baseline_budget": budget,
+                    "baseline_choice": choice,
+                }
+                row.update(compare(done, label, label_budget, baseline, budget, metric))
+                if baseline is None:
+                    row["note"] = choice
+                block.append(row)
+            for key in ("t_p", "wilcoxon_p"):
+                for row, adjusted in zip(block, holm([row[key] for row in block])):
+                    row[f"{key}_holm"] = adjusted
+            for row in block:
+                row["verdict"] = verdict(row)
+            rows.extend(block)
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)
+
+
+def _groups_compared_at(df: pd.DataFrame, done: pd.DataFrame, budget: str, budgets: list[str]) -> list[tuple[str, str]]:
+    """(label, the budget its runs were made at) of the groups compared with the baseline at `budget`."""
+    has_own_baseline = bool(len(done[(done["budget_label"] == OWN_BUDGET) & (done["role"] == "baseline")]))
+    if budget == OWN_BUDGET and not has_own_baseline:
+        return []  # runs with their own ranks are compared at the other budgets instead
+    at = df[(df["budget_label"] == budget) & (df["role"] != "baseline")]
+    groups = [(label, budget) for label in label_order(at)] if len(at) else []
+    if budget != OWN_BUDGET and OWN_BUDGET in budgets and not has_own_baseline:
+        own = df[(df["budget_label"] == OWN_BUDGET) & (df["role"] != "baseline")]
+        groups += [(label, OWN_BUDGET) for label in label_order(own)]  # e.g. the capacity control, trained once
+    return groups
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """better / worse / no detectable difference: the Holm-corrected t-test AND the CI (conclusions.direction)."""
+    comparison = Comparison.from_row(row)
+    if comparison.p is None or comparison.mean_diff is None:
+        return "no test (too few pairs)"
+    return direction(comparison) or "no detectable difference"

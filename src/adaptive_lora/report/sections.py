@@ -1,33 +1,26 @@
-"""What the report says: setup, results, paired statistics, figures, failures, as blocks."""
+"""What the report says, in order: the findings (underpowered flag, conclusion), methods, results, the
+learning-rate grid, the original study's table (seed-study), paired statistics, example generations,
+figures, failed runs, runs of other configurations, skipped directories."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from .blocks import (
-    DASH,
-    Bullets,
-    Figure,
-    Heading,
-    Para,
-    Table,
-    _missing,
-    fmt_int,
-    fmt_mean_ci,
-    fmt_num,
-    fmt_p,
-    fmt_params,
-    fmt_text,
-)
-from .collect import OWN_BUDGET, Run, SweepRuns, budget_order, done_runs, is_seed_study, relative_path
+from .blocks import DASH, Figure, Heading, Para, Table, _missing, fmt_int, fmt_mean_ci, fmt_num, fmt_p, fmt_params, fmt_text
+from .collect import Run, SweepRuns, budget_order, done_runs, is_seed_study, relative_path
+from .compare import rate_grid
+from .examples import example_blocks
+from .methods import methods_blocks
 from .plotting import FigureFile
 from .stats import ALPHA
 from .study import study_blocks
+
+
+def fmt_rate(value) -> str:
+    return DASH if _missing(value) else f"{float(value):g}"
 
 
 @dataclass
@@ -37,7 +30,9 @@ class ReportContext:
     read: SweepRuns  # the suite's runs, runs of other configurations, unusable directories
     df: pd.DataFrame  # results.csv rows of read.runs
     summary: pd.DataFrame
-    stats: pd.DataFrame
+    stats: pd.DataFrame  # seed-level paired statistics, every metric (compare.paired_stats)
+    row_stats: pd.DataFrame  # per-test-row paired statistics (rowstats.row_stats)
+    findings: list  # blocks: the underpowered flag and the conclusion (findings.findings_blocks)
     figures: list[FigureFile]
     figure_errors: list[str]
 
@@ -49,103 +44,26 @@ class ReportContext:
         return relative_path(path, self.sweep)
 
 
-def _unique(values) -> list:
-    seen = []
-    for value in values:
-        if not _missing(value) and value not in seen:
-            seen.append(value)
-    return seen
-
-
-def _joined(values, fmt: Callable[[Any], str] = str) -> str:
-    found = _unique(values)
-    return ", ".join(fmt(v) for v in found) if found else DASH
-
-
-def _config_value(run: Run, section: str, key: str) -> Any:
-    config = run.result.get("config")
-    part = config.get(section) if isinstance(config, dict) else None
-    return part.get(key) if isinstance(part, dict) else None
-
-
-def _env_value(run: Run, key: str) -> Any:
-    env = run.result.get("environment")
-    return env.get(key) if isinstance(env, dict) else None
-
-
-HYPERPARAMETERS = (
-    ("training", "learning_rate"),
-    ("training", "num_epochs"),
-    ("training", "max_steps"),
-    ("training", "micro_batch_size"),
-    ("training", "gradient_accumulation_steps"),
-    ("training", "sequence_len"),
-    ("training", "warmup_ratio"),
-    ("training", "lr_scheduler"),
-    ("allocation", "lora_alpha"),
-    ("allocation", "alpha_policy"),
-    ("allocation", "lora_dropout"),
-    ("allocation", "target_modules"),
-    ("model", "precision"),
-)
-
-
-def setup_blocks(ctx: ReportContext) -> list:
-    runs, df = ctx.runs, ctx.df
-    data = df.drop_duplicates(["data_hash", "n_train", "n_eval"]) if len(df) else df
-    hashes = [f"{fmt_text(r.data_hash)} (n_train {fmt_int(r.n_train)}, n_eval {fmt_int(r.n_eval)})" for r in data.itertuples()]
-    hyper = [f"{key} {_joined(_plain(_config_value(r, s, key), key) for r in runs)}" for s, key in HYPERPARAMETERS]
-    env = [
-        f"{key} {_joined(_env_value(r, key) for r in runs)}"
-        for key in ("python", "torch", "transformers", "peft", "device", "git_sha", "git_dirty")
-    ]
-    blocks = [
-        Heading(2, "Setup"),
-        Bullets(
-            [
-                f"Model: {_joined(df.get('model', []))}",
-                f"Data source: {_joined(df.get('data_source', []))}",
-                f"Data hash (sizes): {', '.join(hashes) if hashes else DASH}",
-                f"Hyperparameters: {'; '.join(hyper)}",
-                f"Environment: {'; '.join(env)}",
-            ]
-        ),
-    ]
-    n_hashes = len(_unique(df.get("data_hash", [])))
-    if n_hashes > 1:
-        blocks.append(
-            Para(
-                f"Runs used {n_hashes} different data hashes: their losses were measured on different "
-                "data, so comparisons between them are not valid. Re-run on one data set.",
-                "warning",
-            )
-        )
-    n_models = len(_unique(df.get("model", [])))
-    if n_models > 1:
-        blocks.append(
-            Para(
-                f"Runs used {n_models} different models: losses of different models are not "
-                "comparable, and neither are the paired statistics across them.",
-                "warning",
-            )
-        )
-    return blocks
-
-
-def _plain(value: Any, key: str) -> Any:
-    if value is None and key == "target_modules":
-        return "all"  # None means every linear module of the blocks
-    return ",".join(map(str, value)) if isinstance(value, list) else value
-
-
 def results_blocks(ctx: ReportContext) -> list:
+    summary = ctx.summary
+    optional = [
+        (column, name, fmt)
+        for column, name, fmt in (
+            ("test_loss", "Test loss", fmt_num),
+            ("test_exact_match", "Exact match", lambda v: fmt_num(v, 3)),
+            ("test_rouge_l", "ROUGE-L", lambda v: fmt_num(v, 3)),
+            ("forgetting_delta", "Forgetting", fmt_num),
+        )
+        if f"{column}_mean" in summary and summary[f"{column}_mean"].notna().any()
+    ]
     columns = [
         "Strategy",
         "Budget",
+        "LR",
         "Done",
         "Failed",
-        "Eval loss",
-        "Perplexity",
+        "Validation loss",
+        *[name for _, name, _ in optional],
         "Improvement",
         "Trainable params",
         "Train time (s)",
@@ -154,50 +72,82 @@ def results_blocks(ctx: ReportContext) -> list:
         [
             row["label"],
             row["budget_label"],
+            fmt_rate(row["learning_rate"]),
             fmt_int(row["n"]),
             fmt_int(row["n_failed"]),
             fmt_mean_ci(row, "eval_loss", fmt_num),
-            fmt_mean_ci(row, "perplexity", lambda v: fmt_num(v, 2)),
+            *[fmt_mean_ci(row, column, fmt) for column, _, fmt in optional],
             fmt_mean_ci(row, "improvement", fmt_num),
             fmt_mean_ci(row, "trainable_params", fmt_params),
             fmt_mean_ci(row, "train_time_s", lambda v: fmt_num(v, 1)),
         ]
-        for _, row in ctx.summary.iterrows()
+        for _, row in summary.iterrows()
     ]
     return [
         Heading(2, "Results"),
-        Table(columns, rows, numeric=set(range(2, 9))) if rows else Para("No valid runs.", "note"),
+        Table(columns, rows, numeric=set(range(2, len(columns)))) if rows else Para("No valid runs.", "note"),
         Para(
-            "Means over finished (done) runs; ± is the half-width of the 95% t confidence interval over seeds, "
-            "absent when fewer than 2 seeds finished. Improvement = untrained base eval loss − eval loss. "
-            "Full per-run values: results.csv; per-group numbers: summary.csv.",
+            "Means over finished runs at each group's chosen learning rate (LR); ± is the half-width of the 95% t "
+            "confidence interval over seeds, absent with fewer than 2 seeds. Validation loss chooses, test metrics "
+            "report. Improvement = untrained base validation loss − validation loss. Forgetting = rise of the response "
+            "loss on held-out text the adapter never saw (positive = forgot). Per-run values: results.csv; per-group: "
+            "summary.csv.",
             "note",
         ),
     ]
 
 
+def rate_grid_blocks(ctx: ReportContext) -> list:
+    grid = rate_grid(ctx.df)
+    if grid.empty:
+        return []
+    rows = [
+        [
+            r.label,
+            r.budget_label,
+            fmt_rate(r.learning_rate),
+            fmt_int(r.n),
+            fmt_num(r.validation_loss),
+            "chosen" if r.chosen else "",
+        ]
+        for r in grid.itertuples()
+    ]
+    return [
+        Heading(2, "Learning-rate grid"),
+        Para(
+            "Mean validation loss of every rate tried; the chosen rate of each strategy and budget is the lowest "
+            "(the test split is never used to choose).",
+            "note",
+        ),
+        Table(["Strategy", "Budget", "Learning rate", "Runs", "Validation loss", ""], rows, numeric={2, 3, 4}),
+    ]
+
+
 def stats_blocks(ctx: ReportContext) -> list:
     blocks = [
-        Heading(2, "Paired statistics against uniform"),
+        Heading(2, "Paired statistics against the baseline"),
         Para(
-            "Each strategy is paired with the uniform run at the same budget and seed; the difference is strategy − "
-            f"uniform eval loss (negative = better). At budget {OWN_BUDGET} (each strategy keeps its own ranks) the "
-            "uniform run with the closest trainable-parameter count is the baseline. p-values are two-sided; the Holm "
-            f"correction is across strategies within a budget. Verdicts use the Holm-corrected t-test at {ALPHA}."
+            "Each group is paired with the baseline at the same budget and seed; differences are group − baseline "
+            "(for losses negative is better, for exact match and ROUGE-L positive). At budget own the baseline with the "
+            "closest trainable-parameter count is used; a group trained with its own ranks (the capacity control) is "
+            f"compared at every budget. p-values are two-sided; Holm corrects across groups within a budget and metric. "
+            f"Verdicts need the Holm-corrected t-test below {ALPHA} and a CI that excludes 0. MDE: the smallest true "
+            "difference these pairs could detect with 80% power."
         ),
     ]
     if ctx.stats.empty:
-        return blocks + [Para("No strategy besides uniform: nothing to compare.", "note")]
+        return blocks + [Para("No group besides the baseline: nothing to compare.", "note")]
     columns = [
         "Strategy",
         "Budget",
+        "Metric",
         "Baseline",
         "Pairs",
         "Mean diff [95% CI]",
         "t-test p",
         "Wilcoxon p",
         "Holm t p",
-        "Holm Wilcoxon p",
+        "MDE",
         "Verdict",
         "Note",
     ]
@@ -205,19 +155,51 @@ def stats_blocks(ctx: ReportContext) -> list:
         [
             row["label"],
             row["budget_label"],
+            row["metric_name"],
             fmt_text(row["baseline_label"]),
             fmt_int(row["n_pairs"]),
             _diff_ci(row),
             fmt_p(row["t_p"]),
             _wilcoxon(row),
             fmt_p(row["t_p_holm"]),
-            fmt_p(row["wilcoxon_p_holm"]),
+            fmt_num(row["mde"]),
             fmt_text(row["verdict"]),
             _stats_note(row),
         ]
         for _, row in ctx.stats.iterrows()
     ]
-    return blocks + [Table(columns, rows, numeric={3, 5, 6, 7, 8})]
+    blocks.append(Table(columns, rows, numeric={4, 6, 7, 8, 9}))
+    if not ctx.row_stats.empty:
+        rows = [
+            [
+                r.label,
+                r.budget_label,
+                r.metric_name,
+                r.baseline_label,
+                fmt_int(r.n_rows),
+                fmt_int(r.n_seeds),
+                _diff_ci(pd.Series({"mean_diff": r.mean_diff, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+                fmt_p(r.p),
+                r.test,
+                fmt_num(r.mde),
+            ]
+            for r in ctx.row_stats.itertuples()
+        ]
+        blocks += [
+            Heading(3, "Per test row"),
+            Para(
+                "The same test rows answered by both adapters (same seed), pooled over seeds: exact McNemar test for exact "
+                "match, paired bootstrap CI and paired t-test over rows for ROUGE-L. These say whether these trained "
+                "adapters differ on these rows; the seed-level tests above say whether that survives retraining.",
+                "note",
+            ),
+            Table(
+                ["Strategy", "Budget", "Metric", "Baseline", "Rows", "Seeds", "Mean diff [95% CI]", "p", "Test", "MDE"],
+                rows,
+                numeric={4, 5, 7, 9},
+            ),
+        ]
+    return blocks
 
 
 def _diff_ci(row: pd.Series) -> str:
@@ -305,10 +287,12 @@ def build_blocks(ctx: ReportContext) -> list:
             f"directories in {ctx.sweep}; budgets: {budgets}."
         ),
     ]
-    blocks += setup_blocks(ctx) + results_blocks(ctx)
     if ctx.read.suite_error:
         blocks.append(Para(ctx.read.suite_error, "warning"))
+    blocks += ctx.findings  # the underpowered flag, the conclusion (findings.py)
+    blocks += methods_blocks(ctx.runs, df, ctx.read.suite) + results_blocks(ctx) + rate_grid_blocks(ctx)
     if is_seed_study(ctx.read.suite):
         blocks += study_blocks(ctx.summary, df)
-    blocks += figure_blocks(ctx) + stats_blocks(ctx) + failed_blocks(ctx) + other_config_blocks(ctx) + skipped_blocks(ctx)
+    blocks += stats_blocks(ctx) + example_blocks(df) + figure_blocks(ctx) + failed_blocks(ctx)
+    blocks += other_config_blocks(ctx) + skipped_blocks(ctx)
     return blocks

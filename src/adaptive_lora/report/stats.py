@@ -2,6 +2,8 @@
 
 A sweep trains every strategy with the same seeds, so the natural comparison is paired: for each
 seed, strategy loss minus baseline loss. Seed-to-seed variation (data order, init) then cancels.
+The same pairing works per test row (exact match: McNemar; per-row scores: bootstrap of the
+differences), and the minimum detectable effect says how small a difference either could resolve.
 Everything here returns plain floats or None (never NaN), so callers can format without checks.
 """
 
@@ -11,12 +13,17 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+POWER = 0.80  # conventional target power for the minimum detectable effect
+EXACT_WILCOXON_MAX_PAIRS = 50  # no ties: scipy's exact null distribution, beyond this the normal approximation
+PERMUTATION_MAX_PAIRS = 13  # ties: all 2^n sign flips (8,192 at 13) are enumerated, so the p-value is exact too
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class PairedResult:
     ci_high: float | None
     t_p: float | None  # paired t-test, two-sided
     wilcoxon_p: float | None  # Wilcoxon signed-rank, two-sided
-    wilcoxon_method: str | None  # "exact", "permutation" (ties/zeros) or "normal approximation"
+    wilcoxon_method: str | None  # the method that computed wilcoxon_p (see wilcoxon_method()); None: no test
     note: str
 
     def to_dict(self) -> dict:
@@ -73,16 +80,55 @@ def min_exact_wilcoxon_p(n_pairs: int) -> float:
     return min(1.0, 2.0 / 2**n_pairs)
 
 
-def wilcoxon_method(diffs: Sequence[float]) -> str:
-    """Which null distribution scipy's method='auto' uses for these differences (see its docs)."""
-    d = np.asarray(diffs, dtype=float)
-    nonzero = d[d != 0]
-    ties_or_zeros = len(nonzero) < len(d) or len(np.unique(np.abs(nonzero))) < len(nonzero)
-    if not ties_or_zeros and len(d) <= 50:
+def _signed_rank_input(diffs: Sequence[float]) -> np.ndarray:
+    """The nonzero differences (zero_method "wilcox": zeros carry no sign), scaled by the largest and
+    rounded to 12 decimals, so values equal up to float rounding (1.1 - 1.0 vs 2.1 - 2.0) are ties.
+    Ranks are scale-free, so the test statistic is unchanged otherwise. Missing values are dropped."""
+    d = _clean(diffs)
+    scale = float(np.max(np.abs(d))) if len(d) else 0.0
+    if scale == 0.0:
+        return d[:0]
+    rounded = np.round(d / scale, 12)
+    return rounded[rounded != 0]
+
+
+def wilcoxon_method(diffs: Sequence[float]) -> str | None:
+    """The method wilcoxon_test() uses, and so the label of its p-value; None when no test applies
+    (fewer than 2 pairs, or every difference zero).
+
+    "exact": no ties among the nonzero differences, at most 50 of them (scipy's exact null distribution);
+    "permutation": ties, at most 13 nonzero differences, every sign flip enumerated (also exact);
+    "normal approximation": otherwise (no continuity correction).
+    """
+    d = _signed_rank_input(diffs)
+    if len(_clean(diffs)) < 2 or len(d) == 0:
+        return None
+    ties = len(np.unique(np.abs(d))) < len(d)
+    if not ties and len(d) <= EXACT_WILCOXON_MAX_PAIRS:
         return "exact"
-    if ties_or_zeros and len(d) <= 13:
+    if ties and len(d) <= PERMUTATION_MAX_PAIRS:
         return "permutation"
     return "normal approximation"
+
+
+def wilcoxon_test(diffs: Sequence[float]) -> tuple[float | None, str | None]:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences and the method that computed it.
+
+    The method is chosen here and passed to scipy explicitly, so the label is what was computed
+    whatever scipy's own "auto" rule is in the installed version.
+    """
+    method = wilcoxon_method(diffs)
+    if method is None:
+        return None, None
+    d = _signed_rank_input(diffs)
+    if method == "permutation":
+        scipy_method = sps.PermutationMethod(n_resamples=2 ** len(d))  # >= every sign pattern: full enumeration
+    else:
+        scipy_method = "exact" if method == "exact" else "asymptotic"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = sps.wilcoxon(d, zero_method="wilcox", correction=False, alternative="two-sided", method=scipy_method)
+    return _finite(result.pvalue), method
 
 
 def _constant(diffs: np.ndarray) -> bool:
@@ -96,14 +142,6 @@ def _t_test_p(diffs: np.ndarray) -> float | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return _finite(sps.ttest_1samp(diffs, 0.0).pvalue)
-
-
-def _wilcoxon_p(diffs: np.ndarray) -> float | None:
-    if len(diffs) < 2 or not np.any(diffs != 0):  # all zero: scipy has no p-value to give
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return _finite(sps.wilcoxon(diffs, method="auto").pvalue)
 
 
 def paired_note(n_pairs: int, diffs: Sequence[float] = ()) -> str:
@@ -140,14 +178,15 @@ def paired_compare(a: Sequence[float], b: Sequence[float], confidence: float = C
     keep = np.isfinite(x) & np.isfinite(y)
     diffs = x[keep] - y[keep]
     summary = mean_ci(diffs, confidence)
+    wilcoxon_p, method = wilcoxon_test(diffs)
     return PairedResult(
         n_pairs=len(diffs),
         mean_diff=summary.mean,
         ci_low=summary.ci_low,
         ci_high=summary.ci_high,
         t_p=_t_test_p(diffs),
-        wilcoxon_p=_wilcoxon_p(diffs),
-        wilcoxon_method=wilcoxon_method(diffs) if len(diffs) >= 2 else None,
+        wilcoxon_p=wilcoxon_p,
+        wilcoxon_method=method,
         note=paired_note(len(diffs), diffs),
     )
 
@@ -166,3 +205,104 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[index] = running
     return adjusted
+
+
+# --- resolution: the minimum detectable effect of a paired t-test -------------------------------
+
+
+def _t_critical(n: int, alpha: float) -> float:
+    return float(sps.t.ppf(1 - alpha / 2, n - 1))
+
+
+def _power_at_noncentrality(noncentrality: float, n: int, alpha: float) -> float:
+    """Two-sided paired t-test power: P(|T| > t_crit) with T ~ noncentral t (n - 1 df).
+
+    The lower tail is taken as the upper tail at -noncentrality: scipy's nct.cdf gives NaN far out there.
+    """
+    df, t_crit = n - 1, _t_critical(n, alpha)
+    return float(sps.nct.sf(t_crit, df, noncentrality) + sps.nct.sf(t_crit, df, -noncentrality))
+
+
+def paired_t_power(mean_diff: float, sd_diff: float, n: int, alpha: float = ALPHA) -> float | None:
+    """Power of a two-sided paired t-test with n pairs against a true mean difference mean_diff,
+    when the differences have standard deviation sd_diff. None for n < 2 or sd_diff <= 0."""
+    if n < 2 or sd_diff is None or not math.isfinite(sd_diff) or sd_diff <= 0:
+        return None
+    return _finite(_power_at_noncentrality(abs(mean_diff) * math.sqrt(n) / sd_diff, n, alpha))
+
+
+@lru_cache(maxsize=256)
+def _noncentrality_for_power(n: int, alpha: float, power: float) -> float:
+    """The noncentrality at which the two-sided test with n pairs has the given power (power rises with it)."""
+
+    def target(noncentrality: float) -> float:
+        return _power_at_noncentrality(noncentrality, n, alpha) - power
+
+    high = _t_critical(n, alpha) + float(sps.norm.ppf(power)) + 1.0
+    while target(high) < 0:
+        high *= 2
+    return float(optimize.brentq(target, 0.0, high, xtol=1e-12))
+
+
+def min_detectable_effect(sd_diff: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest true mean paired difference that a two-sided paired t-test with n pairs detects with
+    the given power, in the units of the differences: noncentrality * sd_diff / sqrt(n), exactly from the
+    noncentral t distribution. Pairs can be seeds or test rows (per-row differences).
+
+    None for n < 2 or a missing sd; 0.0 when the differences do not vary.
+    """
+    if not 0 < alpha < 1 or not alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1, got alpha {alpha}, power {power}")
+    if n < 2 or sd_diff is None or not math.isfinite(sd_diff):
+        return None
+    if sd_diff < 0:
+        raise ValueError(f"a standard deviation cannot be negative: {sd_diff}")
+    if sd_diff == 0:
+        return 0.0
+    return _finite(_noncentrality_for_power(int(n), float(alpha), float(power)) * sd_diff / math.sqrt(n))
+
+
+# --- per-row paired tests -----------------------------------------------------------------------
+
+
+def mcnemar_exact(b: int, c: int) -> float | None:
+    """Two-sided exact McNemar p-value from the discordant pairs: b rows right only with the strategy,
+    c rows right only with the baseline (the binomial test of b in b + c at 1/2). None when b + c == 0:
+    no row tells the two apart, so there is nothing to test."""
+    if int(b) != b or int(c) != c or b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be non-negative integers, got b={b}, c={c}")
+    if b + c == 0:
+        return None
+    return _finite(sps.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
+
+
+def paired_bootstrap_ci(
+    diffs: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
+) -> tuple[float | None, float | None]:
+    """BCa bootstrap confidence interval of the mean of per-row paired differences (e.g. strategy minus
+    baseline ROUGE-L on the same test row). Resampling the differences keeps the rows paired.
+
+    (None, None) for fewer than 2 differences; (d, d) when every difference is d.
+    """
+    d = _clean(diffs)
+    if len(d) < 2:
+        return None, None
+    if _constant(d):
+        return float(d[0]), float(d[0])
+    for method in ("BCa", "percentile"):  # BCa fails on some degenerate resamples; percentile never does
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = sps.bootstrap(
+                (d,),
+                np.mean,
+                n_resamples=n_boot,
+                batch=256,  # memory O(batch * rows), also for BCa's jackknife over many rows
+                vectorized=True,
+                confidence_level=confidence,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
+        low, high = _finite(result.confidence_interval.low), _finite(result.confidence_interval.high)
+        if low is not None and high is not None:
+            return low, high
+    return None, None

@@ -1,0 +1,133 @@
+"""The report's Methods: enough to reproduce the study (model, data and splits, steps, tokens, seeds,
+learning-rate selection, precision, hardware, wall time), read from the runs themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..sweep.suite import Suite
+from .blocks import DASH, Bullets, Heading, Para, fmt_int, fmt_num
+from .collect import Run, done_runs
+
+HYPERPARAMETERS = (
+    ("training", "num_epochs"),
+    ("training", "max_steps"),
+    ("training", "micro_batch_size"),
+    ("training", "gradient_accumulation_steps"),
+    ("training", "sequence_len"),
+    ("training", "warmup_ratio"),
+    ("training", "lr_scheduler"),
+    ("training", "max_grad_norm"),
+    ("allocation", "lora_alpha"),
+    ("allocation", "alpha_policy"),
+    ("allocation", "lora_dropout"),
+    ("allocation", "target_modules"),
+    ("data", "prompt_format"),
+    ("eval", "max_new_tokens"),
+)
+
+
+def unique(values) -> list:
+    seen = []
+    for value in values:
+        if value is None or (isinstance(value, float) and pd.isna(value)) or value in seen:
+            continue
+        seen.append(value)
+    return seen
+
+
+def joined(values, fmt=str) -> str:
+    found = unique(values)
+    return ", ".join(fmt(v) for v in found) if found else DASH
+
+
+def config_value(run: Run, section: str, key: str) -> Any:
+    config = run.result.get("config")
+    part = config.get(section) if isinstance(config, dict) else None
+    value = part.get(key) if isinstance(part, dict) else None
+    if value is None and key == "target_modules":
+        return "all linear modules of the blocks"
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _env(run: Run, key: str) -> Any:
+    env = run.result.get("environment")
+    return env.get(key) if isinstance(env, dict) else None
+
+
+def _data(run: Run, key: str) -> Any:
+    data = run.result.get("data")
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def _rate_selection(suite: Suite | None, df: pd.DataFrame) -> str:
+    if suite is None or len(suite.learning_rates) < 2:
+        return f"one learning rate for every strategy ({joined(df['learning_rate'], lambda v: f'{v:g}')}); no selection"
+    seeds = ", ".join(map(str, suite.selection_seeds))
+    how = (
+        f"every rate trained on seed(s) {seeds}, then the other seeds at the chosen rate"
+        if suite.staged
+        else "every rate trained on every seed"
+    )
+    rates = ", ".join(f"{r:g}" for r in suite.learning_rates)
+    return (
+        f"grid {rates}, chosen per strategy and budget by the lowest mean validation loss ({how}); "
+        "test metrics are reported at the chosen rate only, and the test split never enters the choice"
+    )
+
+
+def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> list:
+    if not runs:
+        return [Heading(2, "Methods"), Para("No valid runs.", "note")]
+    done = done_runs(df) if len(df) else df
+    splits = unique(
+        f"{_data(r, 'n_train')} train / {_data(r, 'n_eval')} validation / {_data(r, 'n_test') or 0} test" for r in runs
+    )
+    hashes = unique(str(_data(r, "split_hashes") or _data(r, "hash")) for r in runs)
+    steps, tokens = done["steps"].dropna(), done["tokens_seen"].dropna()
+    wall = df["wall_time_s"].dropna()
+    seeds = sorted(int(s) for s in df["seed"].dropna().unique())
+    blocks = [
+        Heading(2, "Methods"),
+        Bullets(
+            [
+                f"Model: {joined(df['model'])}; {joined(df['total_params'], fmt_int)} base parameters, frozen; LoRA adapters only.",
+                f"Data: {joined(df['data_source'])}, split {'; '.join(splits)} rows (validation chooses, test reports); "
+                f"split hashes {'; '.join(hashes)}.",
+                f"Training: {fmt_int(steps.median()) if len(steps) else DASH} optimizer steps per run (median), "
+                f"{fmt_int(tokens.median()) if len(tokens) else DASH} tokens seen per run; "
+                + "; ".join(f"{key} {joined(config_value(r, s, key) for r in runs)}" for s, key in HYPERPARAMETERS)
+                + ".",
+                f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)}); each seed changes adapter initialisation and data order, "
+                "never the splits.",
+                f"Learning rate: {_rate_selection(suite, df)}.",
+                f"Budgets: {joined(df['budget_label'])}; trainable parameters per group in the results table.",
+                f"Precision: {joined(config_value(r, 'model', 'precision') for r in runs)} (auto = fp32 on CPU, bf16 on GPUs "
+                f"that support it); hardware: {joined(_env(r, 'device_name') for r in runs)} ({joined(_env(r, 'device') for r in runs)}, "
+                f"{joined(_env(r, 'threads') for r in runs)} threads); torch {joined(_env(r, 'torch') for r in runs)}, "
+                f"transformers {joined(_env(r, 'transformers') for r in runs)}, peft {joined(_env(r, 'peft') for r in runs)}; "
+                f"adaptive-lora {joined(_env(r, 'git_sha') for r in runs)}.",
+                f"Wall time: {fmt_num(wall.sum() / 60, 1)} minutes over {len(wall)} runs ({fmt_num(wall.mean(), 1)} s per run, "
+                "evaluation included)."
+                if len(wall)
+                else "Wall time: not recorded.",
+                "Statistics: each strategy is paired with the baseline at the same budget and seed; mean difference with a "
+                "95% t confidence interval, paired t-test (Holm-corrected across strategies within a budget) and Wilcoxon "
+                "signed-rank; the minimum detectable effect is the smallest true difference a paired t-test with this many "
+                "pairs and the observed spread detects with 80% power at alpha 0.05.",
+            ]
+        ),
+    ]
+    for column, what in (("data_hash", "data hashes"), ("model", "models")):
+        n = len(unique(df[column]))
+        if n > 1:
+            blocks.append(
+                Para(
+                    f"Runs used {n} different {what}: results measured on different {what} are not comparable, "
+                    "and neither are the paired statistics across them.",
+                    "warning",
+                )
+            )
+    return blocks

@@ -1,0 +1,178 @@
+import math
+
+import pytest
+
+from adaptive_lora.report.conclusions import Comparison, attribution_sentence, conclude, direction, study_power
+
+M = "\u2212"  # the minus sign the sentences use
+
+
+def loss(label="attention_heavy", mean=-0.0012, low=-0.0040, high=0.0016, p=0.31, n=3, mde=0.0061, **kw) -> Comparison:
+    values = dict(label=label, budget="r8", metric="test loss", higher_is_better=False, n_pairs=n, mean_diff=mean)
+    values.update(ci_low=low, ci_high=high, p=p, mde=mde, unit="nats")
+    return Comparison(**{**values, **kw})
+
+
+def exact_match(mean, low, high, p, n=200, mde=0.031) -> Comparison:
+    return Comparison("eva", "r16", "test exact match", True, n, mean, low, high, p, mde, pair_unit="test row", digits=3)
+
+
+def test_no_detectable_difference_states_the_resolution():
+    assert conclude(loss()) == (
+        f"attention_heavy at r8: no detectable difference from uniform in test loss ({M}0.0012 nats, "
+        f"95% CI [{M}0.0040, +0.0016], p = 0.31, 3 seeds); the study could have detected differences of about "
+        "0.0061 nats or more."
+    )
+    up = conclude(exact_match(0.01, -0.02, 0.04, 0.52))
+    assert up.startswith("eva at r16: no detectable difference from uniform in test exact match (+0.010, ")
+    assert "95% CI [" + M + "0.020, +0.040], p = 0.52, 200 test rows" in up and "about 0.031 or more" in up
+    assert direction(loss()) is None
+
+
+def test_better_and_worse_respect_the_metric_direction():
+    lower_loss = conclude(loss("eva", -0.012, -0.018, -0.006, 0.004, n=5))
+    assert lower_loss == (
+        f"eva at r8: better than uniform in test loss ({M}0.0120 nats, 95% CI [{M}0.0180, {M}0.0060], p = 0.004, "
+        "5 seeds; lower is better; minimum detectable difference about 0.0061 nats)."
+    )
+    higher_loss = conclude(loss("linear_decay", 0.02, 0.011, 0.029, 0.0002, n=5))
+    assert higher_loss.startswith("linear_decay at r8: worse than uniform in test loss (+0.0200 nats, 95% CI [+0.0110, +0.0290]")
+    assert "p < 0.001" in higher_loss
+    more_right = conclude(exact_match(0.05, 0.02, 0.08, 0.01))
+    assert more_right.startswith("eva at r16: better than uniform in test exact match (+0.050, 95% CI [+0.020, +0.080]")
+    assert "p = 0.01, 200 test rows; higher is better" in more_right
+    fewer_right = conclude(exact_match(-0.05, -0.08, -0.02, 0.01))
+    assert fewer_right.startswith(f"eva at r16: worse than uniform in test exact match ({M}0.050")
+
+
+def test_a_verdict_needs_both_the_test_and_the_ci():
+    p_only = conclude(loss(mean=-0.004, low=-0.009, high=0.001, p=0.03))
+    assert "no detectable difference" in p_only and "p = 0.03" in p_only
+    assert "p is below 0.05 but the 95% CI includes 0" in p_only
+    ci_only = conclude(loss(mean=-0.004, low=-0.007, high=-0.001, p=0.09, p_label="Holm p"))
+    assert "no detectable difference" in ci_only and "Holm p = 0.09" in ci_only
+    assert "the 95% CI excludes 0 but Holm p is not below 0.05" in ci_only
+    # Rounding must not carry p across 0.05 in either direction.
+    assert "p = 0.0499" in conclude(loss(p=0.0499)) and "p = 0.05," in conclude(loss(p=0.0501))
+
+
+def test_too_few_pairs_says_so_instead_of_guessing():
+    one = conclude(loss(n=1, low=None, high=None, p=None, mde=None))
+    assert one == (
+        f"attention_heavy at r8: too few seeds for a test in test loss (1 seed, difference {M}0.0012 nats); "
+        "no conclusion is drawn."
+    )
+    none = conclude(loss(n=0, mean=None, low=None, high=None, p=None, mde=None))
+    assert none == "attention_heavy at r8: no seed where both it and uniform were measured in test loss; no conclusion is drawn."
+    same = conclude(loss(mean=0.001, low=0.001, high=0.001, p=None, mde=0.0))
+    assert "every one of the 3 seeds differs from uniform by the same +0.0010 nats" in same and "no conclusion" in same
+    identical = conclude(exact_match(0.0, 0.0, 0.0, None, mde=0.0))
+    assert identical == (
+        "eva at r16: identical to uniform in test exact match in every one of the 200 test rows, so no test applies; "
+        "no conclusion is drawn."
+    )
+
+
+def test_from_row_turns_missing_numbers_into_none():
+    row = {
+        "label": "eva",
+        "budget_label": "r8",
+        "metric_name": "validation loss",
+        "higher_is_better": False,
+        "n_pairs": 2.0,
+        "mean_diff": -0.01,
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "t_p_holm": float("nan"),
+        "mde": math.nan,
+        "baseline_label": "uniform_r8",
+        "extra": "ignored",
+    }
+    c = Comparison.from_row(row, unit="nats")
+    assert (c.n_pairs, c.ci_low, c.p, c.mde, c.baseline, c.p_label, c.unit) == (
+        2,
+        None,
+        None,
+        None,
+        "uniform_r8",
+        "Holm p",
+        "nats",
+    )
+    sentence = conclude(c)
+    assert "nan" not in sentence.lower() and "no conclusion is drawn" in sentence and f"{M}0.0100 nats" in sentence
+
+
+def test_study_power_separated():
+    control = loss("attn_rank1", 0.050, 0.030, 0.070, 0.002, n=3)
+    separated, sentence = study_power(control)
+    assert separated
+    assert sentence == (
+        "The study can separate a known-worse configuration: the capacity control attn_rank1 at r8, a configuration "
+        "known to be worse than uniform, came out worse in test loss (+0.0500 nats, 95% CI [+0.0300, +0.0700], "
+        "p = 0.002, 3 seeds)."
+    )
+
+
+def test_study_power_underpowered():
+    separated, sentence = study_power(loss("attn_rank1", 0.004, -0.002, 0.010, 0.12, n=3, mde=0.0150))
+    assert not separated
+    assert sentence.startswith("The study is underpowered: the capacity control attn_rank1 at r8")
+    assert "did not separate from it in test loss (+0.0040 nats, 95% CI [" + M + "0.0020, +0.0100], p = 0.12, 3 seeds" in sentence
+    assert "about 0.0150 nats or more" in sentence
+    assert sentence.endswith('no null result of this study should be read as "no difference".')
+    few, sentence = study_power(loss("attn_rank1", 0.05, None, None, None, n=1, mde=None))
+    assert not few and "underpowered" in sentence and "too few seeds for a test in test loss (1 seed" in sentence
+    wrong_way, sentence = study_power(loss("attn_rank1", -0.03, -0.05, -0.01, 0.01))
+    assert not wrong_way and "came out better in test loss" in sentence and "underpowered" in sentence
+
+
+def test_attribution_to_initialisation():
+    full = loss("eva", -0.071, -0.090, -0.052, 0.003)
+    init = loss("eva_init_uniform", -0.070, -0.088, -0.052, 0.004)
+    ranks = loss("eva_ranks_lora_init", 0.001, -0.006, 0.008, 0.71)
+    assert attribution_sentence(full, init, ranks, strategy="EVA") == (
+        f"EVA at r8 is better than uniform in test loss ({M}0.0710 nats, 95% CI [{M}0.0900, {M}0.0520], p = 0.003, "
+        "3 seeds). EVA's gain comes from its initialisation: its initialisation alone at uniform ranks "
+        f"(eva_init_uniform) gives {M}0.0700 nats (95% CI [{M}0.0880, {M}0.0520], p = 0.004, 3 seeds), while its ranks "
+        f"alone with standard LoRA (eva_ranks_lora_init) give +0.0010 nats (95% CI [{M}0.0060, +0.0080], p = 0.71, 3 seeds)."
+    )
+
+
+def test_attribution_to_ranks_both_and_untested():
+    full = loss("adalora", 0.030, 0.010, 0.050, 0.01)  # worse: a shortfall
+    dynamics = loss("adalora_uniform", 0.002, -0.004, 0.008, 0.4)
+    ranks = loss("adalora_ranks", 0.028, 0.012, 0.044, 0.02)
+    from_ranks = attribution_sentence(full, dynamics, ranks, strategy="AdaLoRA", mechanism="training dynamics")
+    assert "AdaLoRA at r8 is worse than uniform in test loss (+0.0300 nats" in from_ranks
+    assert "AdaLoRA's shortfall comes from its ranks: its ranks alone with standard LoRA (adalora_ranks) give +0.0280 nats" in (
+        from_ranks
+    )
+    assert "while its training dynamics alone at uniform ranks (adalora_uniform) gives +0.0020 nats" in from_ranks
+    both = attribution_sentence(full, loss("adalora_uniform", 0.01, 0.004, 0.016, 0.03), ranks, strategy="AdaLoRA")
+    assert "Both its initialisation and its ranks contribute to AdaLoRA's shortfall: " in both
+    assert "(adalora_uniform) gives +0.0100 nats (95% CI [+0.0040, +0.0160], p = 0.03, 3 seeds), and its ranks" in both
+    no_ranks = attribution_sentence(loss("eva", -0.07, -0.09, -0.05, 0.003), loss("eva_init", -0.06, -0.08, -0.04, 0.004))
+    assert "Its initialisation alone gives a gain too: " in no_ranks and f"(eva_init) gives {M}0.0600 nats" in no_ranks
+    assert no_ranks.endswith("no ranks-only control was run, so what the ranks add is untested.")
+
+
+def test_attribution_refuses_when_controls_do_not_separate():
+    full = loss("eva", -0.071, -0.090, -0.052, 0.003)
+    weak_init = loss("eva_init", -0.02, -0.05, 0.01, 0.2)
+    weak_ranks = loss("eva_ranks", -0.01, -0.04, 0.02, 0.5)
+    sentence = attribution_sentence(full, weak_init, weak_ranks)
+    assert "eva's gain cannot be attributed: no control separates from uniform in the same direction: " in sentence
+    assert f"(eva_init) gives {M}0.0200 nats (95% CI [{M}0.0500, +0.0100], p = 0.2, 3 seeds)" in sentence
+    assert f"(eva_ranks) give {M}0.0100 nats" in sentence
+    # A control that separates the other way is no explanation either.
+    opposite = attribution_sentence(full, loss("eva_init", 0.03, 0.01, 0.05, 0.01), weak_ranks)
+    assert "cannot be attributed" in opposite
+    untestable = attribution_sentence(full, loss("eva_init", -0.06, None, None, None, n=1))
+    assert "cannot be attributed" in untestable and "(eva_init) cannot be tested: too few seeds for a test" in untestable
+    nothing = attribution_sentence(loss("eva", -0.004, -0.02, 0.012, 0.5), weak_init, weak_ranks)
+    assert nothing.startswith("eva at r8 in test loss: no detectable difference from uniform (" + M + "0.0040 nats")
+    assert "so there is no effect to attribute" in nothing
+    few = attribution_sentence(loss("eva", -0.07, None, None, None, n=1), weak_init)
+    assert "too few seeds for a test" in few and "no effect to attribute" in few
+    with pytest.raises(ValueError):
+        attribution_sentence(full, exact_match(0.01, -0.01, 0.03, 0.3))
