@@ -12,9 +12,9 @@ import sys
 import warnings
 
 from ..errors import UserError
-from . import data, plan, run, train
+from . import data, doctor, export, plan, recommend, run, train
 
-COMMAND_GROUPS = (plan, data, train, run)
+COMMAND_GROUPS = (plan, data, train, run, export, doctor, recommend)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,9 @@ def add_parsers(commands) -> None:
     parser.add_argument("--peft-config", metavar="DIR", help="write a PEFT adapter_config.json into DIR")
     parser.add_argument("--json", action="store_true", help="print a machine-readable plan")
     probe = parser.add_argument_group("data-driven strategies (gradient_importance, eva, spectrum: real weights are loaded)")
-    probe.add_argument("--data", help="training data the probe reads (builtin, a data file, a dataset directory or a hub id)")
+    probe.add_argument(
+        "--data", help="training data the probe reads (builtin, skills, a data file, a dataset directory or a hub id)"
+    )
     probe.add_argument(
         "--sequence-len", type=int, default=TrainingConfig.sequence_len, help="token limit per row, as training.sequence_len"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_parsers(commands) -> None:
     parser = commands.add_parser("train", help="fine-tune one adapter with any allocation")
-    parser.add_argument("config", nargs="?", help="run config YAML (sections model, data, allocation, training, output)")
+    parser.add_argument("config", nargs="?", help="run config YAML (sections model, data, allocation, training, eval, output)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.max_steps=3 data.max_samples=40"
     )
