@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ from ..errors import UserError
 from ..loss import evaluate_loss, supervised_loss_sum
 from ..schema import TENSORBOARD_DIR, append_metrics
 from .batching import micro_batches, supervised_count
+
+# transformers 5 deprecates a method that PEFT's get_peft_model still calls; nothing for a user to act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class Diverged(Exception):
