@@ -4,7 +4,7 @@
               160 built-in rows) for --steps optimizer steps, through `adaptive_lora.train`
     --full    the whole suite, `--executor local`: one process trains all its runs on one shared base
 
-The figure is the peak RSS of the fresh process that did the work (getrusage ru_maxrss, read by that
+The figure is the peak RSS of the fresh process that did the work (VmHWM on Linux, read by that
 process when it finishes), compared with the limit (2.5 GB). Training tokens/s of each run are printed
 beside it (result.json's tokens_per_s: real tokens per second of training, evaluation excluded).
 

@@ -12,7 +12,7 @@ The allocation of `ours` and `plain` is uniform r8 over all linear modules, lora
 
 tokens/s: the variants' steps interleaved in one process (machine noise hits all alike), median of
 --steps timed steps after 2 warm-up steps. Peak memory: each variant alone in a fresh process (2 warm-up
-+ --steps steps): peak RSS (getrusage ru_maxrss, model and libraries included) on CPU,
++ --steps steps): peak RSS (VmHWM on Linux, model and libraries included) on CPU,
 torch.cuda.max_memory_allocated on CUDA.
 
 FLOPs per step (stated, not measured), with T = tokens in the batch, T_head = positions projected

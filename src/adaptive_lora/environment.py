@@ -76,7 +76,19 @@ def attention_implementation(device: str, precision: str) -> str | None:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (getrusage ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. Not ru_maxrss:
+    Linux carries it across exec, so a process started by a big parent reports the parent's size.
+    Elsewhere: getrusage ru_maxrss (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

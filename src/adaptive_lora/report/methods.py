@@ -109,10 +109,10 @@ def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> li
                 f"{joined(_env(r, 'threads') for r in runs)} threads); torch {joined(_env(r, 'torch') for r in runs)}, "
                 f"transformers {joined(_env(r, 'transformers') for r in runs)}, peft {joined(_env(r, 'peft') for r in runs)}; "
                 f"adaptive-lora {joined(_env(r, 'git_sha') for r in runs)}.",
-                f"Wall time: {fmt_num(wall.sum() / 60, 1)} minutes over {len(wall)} runs ({fmt_num(wall.mean(), 1)} s per run, "
-                "evaluation included)."
+                f"Run time: {fmt_num(wall.sum() / 60, 1)} minutes summed over {len(wall)} runs ({fmt_num(wall.mean(), 1)} s per "
+                "run, evaluation included; runs in parallel workers overlap, so the sweep took less time than the sum)."
                 if len(wall)
-                else "Wall time: not recorded.",
+                else "Run time: not recorded.",
                 "Statistics: each strategy is paired with the baseline at the same budget and seed; mean difference with a "
                 "95% t confidence interval, paired t-test (Holm-corrected across strategies within a budget) and Wilcoxon "
                 "signed-rank; the minimum detectable effect is the smallest true difference a paired t-test with this many "

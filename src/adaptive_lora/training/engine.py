@@ -47,7 +47,7 @@ class StepStats:
     tokens: int = 0
     supervised_tokens: int = 0
     last_finite_loss: float | None = None
-    peak_rss: int = 0  # bytes: the process's peak RSS so far (ru_maxrss), read at each step end
+    peak_rss: int = 0  # bytes: the process's peak RSS so far (environment.peak_rss_bytes), read at each step end
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
