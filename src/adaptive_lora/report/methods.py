@@ -57,6 +57,13 @@ def _env(run: Run, key: str) -> Any:
     return env.get(key) if isinstance(env, dict) else None
 
 
+def _hashes(value: Any) -> str:
+    """{'train': '025b90b1...', ...} -> 'train 025b90b1c4a8, ...' (12 hex digits tell splits apart; each run's result.json has them in full)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{split} {str(digest)[:12]}" for split, digest in value.items())
+    return str(value)[:12] if value else DASH
+
+
 def _data(run: Run, key: str) -> Any:
     data = run.result.get("data")
     return data.get(key) if isinstance(data, dict) else None
@@ -85,7 +92,7 @@ def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> li
     splits = unique(
         f"{_data(r, 'n_train')} train / {_data(r, 'n_eval')} validation / {_data(r, 'n_test') or 0} test" for r in runs
     )
-    hashes = unique(str(_data(r, "split_hashes") or _data(r, "hash")) for r in runs)
+    hashes = unique(_hashes(_data(r, "split_hashes") or _data(r, "hash")) for r in runs)
     steps, tokens = done["steps"].dropna(), done["tokens_seen"].dropna()
     wall = df["wall_time_s"].dropna()
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())

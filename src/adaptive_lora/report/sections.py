@@ -164,11 +164,17 @@ def stats_blocks(ctx: ReportContext) -> list:
             fmt_p(row["t_p_holm"]),
             fmt_num(row["mde"]),
             fmt_text(row["verdict"]),
-            _stats_note(row),
         ]
         for _, row in ctx.stats.iterrows()
     ]
+    # a note every row shares (e.g. what 3 seeds cannot show) is said once, under the table
+    notes = [_stats_notes(row) for _, row in ctx.stats.iterrows()]
+    shared = [n for n in notes[0] if all(n in row_notes for row_notes in notes)] if notes else []
+    for row, row_notes in zip(rows, notes):
+        row.append("; ".join(n for n in row_notes if n not in shared) or DASH)
     blocks.append(Table(columns, rows, numeric={4, 6, 7, 8, 9}))
+    if shared:
+        blocks.append(Para("Every row: " + "; ".join(shared) + ".", "note"))
     if not ctx.row_stats.empty:
         rows = [
             [
@@ -216,11 +222,11 @@ def _wilcoxon(row: pd.Series) -> str:
     return p if p == DASH or method == "exact" or _missing(method) else f"{p} ({method})"
 
 
-def _stats_note(row: pd.Series) -> str:
-    parts = [fmt_text(row["note"])] if not _missing(row["note"]) and row["note"] else []
+def _stats_notes(row: pd.Series) -> list[str]:
+    parts = str(row["note"]).split("; ") if not _missing(row["note"]) and row["note"] else []
     if not _missing(row["baseline_choice"]) and "closest" in str(row["baseline_choice"]):
         parts.append(f"baseline: {row['baseline_choice']}")
-    return "; ".join(parts) or DASH
+    return [fmt_text(part) for part in parts]
 
 
 def figure_blocks(ctx: ReportContext) -> list:
