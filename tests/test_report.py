@@ -271,3 +271,19 @@ def test_different_data_hashes_are_flagged(tmp_path):
 def test_pareto_front():
     points = [(3.0, 2.0), (1.0, 3.0), (2.0, 3.5), (4.0, 1.0), (2.0, 2.5)]
     assert pareto_front(points) == [(1.0, 3.0), (2.0, 2.5), (3.0, 2.0), (4.0, 1.0)]
+
+
+def test_a_budget_label_with_unequal_parameter_counts_is_flagged():
+    from adaptive_lora.report.methods import unequal_budgets
+
+    def frame(mlp_params):
+        rows = [
+            ("uniform", "r8", "strategy", 2_442_240),
+            ("MLP only", "r8", "strategy", mlp_params),
+            ("control", "own", "capacity-control", 23_040),
+        ]
+        return pd.DataFrame(rows, columns=["label", "budget_label", "role", "trainable_params"])
+
+    (warning,) = unequal_budgets(frame(1_520_640))
+    assert "Budget r8 is not one parameter count: MLP only 1,520,640, uniform 2,442,240" in warning
+    assert unequal_budgets(frame(2_441_664)) == []  # within one rank step: equal budget

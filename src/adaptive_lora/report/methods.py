@@ -137,4 +137,22 @@ def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> li
                     "warning",
                 )
             )
+    blocks += [Para(sentence, "warning") for sentence in unequal_budgets(df)]
     return blocks
+
+
+def unequal_budgets(df: pd.DataFrame, tolerance: float = 0.05) -> list[str]:
+    """A budget label whose groups differ in trainable parameters by more than `tolerance`: `rN` is what
+    uniform rank N costs on the modules an entry targets, so an entry with its own target_modules gets
+    a smaller budget at the same label (give budgets as parameter counts to compare placements)."""
+    sentences = []
+    rows = df[(df["budget_label"] != "own") & (df["role"] != "capacity-control")].dropna(subset=["trainable_params"])
+    for budget, at in rows.groupby("budget_label"):
+        params = at.groupby("label")["trainable_params"].median()
+        if len(params) > 1 and params.min() < (1 - tolerance) * params.max():
+            listed = ", ".join(f"{label} {int(n):,}" for label, n in params.sort_values().items())
+            sentences.append(
+                f"Budget {budget} is not one parameter count: {listed}. Comparisons at {budget} are not at equal "
+                "budget; for placements, give budgets as parameter counts (see the placement suite)."
+            )
+    return sentences
