@@ -14,7 +14,6 @@ recommended shape to another model by relative depth and role ("allocate small, 
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from .planning import DEFAULTS, anatomy_of
 from .report import compare as paired
 from .report.collect import OWN_BUDGET, budget_order, done_runs, mark_chosen_rates, read_sweep, relative_path, runs_frame
 from .report.compare import Metric, compare, final_runs, paired_stats, verdict
-from .report.stats import holm
+from .report.stats import finite, holm
 from .schema import ALLOCATION_FILE, ATTENTION_ROLES, MLP_ROLES, read_allocation
 
 VALIDATION_LOSS, FORGETTING = paired.VALIDATION_LOSS, paired.FORGETTING
@@ -196,8 +195,8 @@ def _metric_rows(done: pd.DataFrame, stats: pd.DataFrame, budget: str, metric: M
 def _evidence(done: pd.DataFrame, rows: pd.DataFrame, label: str, budget: str, metric: Metric) -> Evidence:
     row = rows[rows["label"] == label].iloc[0]
     means = [_mean(_group(done, name, budget), metric.column) for name in (label, str(row["baseline_label"]))]
-    numbers = {key: _num(row[key]) for key in ("mean_diff", "ci_low", "ci_high", "mde")}
-    n_pairs, p_holm = int(_num(row["n_pairs"]) or 0), _num(row["t_p_holm"])
+    numbers = {key: finite(row[key]) for key in ("mean_diff", "ci_low", "ci_high", "mde")}
+    n_pairs, p_holm = int(finite(row["n_pairs"]) or 0), finite(row["t_p_holm"])
     return Evidence(
         metric.column,
         metric.name,
@@ -226,7 +225,7 @@ def _with_run(sweep: Path, done: pd.DataFrame, results: dict, choice: BudgetChoi
     targets = (config.get("allocation") or {}).get("target_modules")
     choice.run_dir = relative_path(run["run_dir"], sweep)
     choice.seed = int(run["seed"])
-    choice.learning_rate = _num(run["learning_rate"])
+    choice.learning_rate = finite(run["learning_rate"])
     choice.source_model = str(result.get("model") or (config.get("model") or {}).get("name") or "")
     choice.target_modules = list(targets) if targets else None
     choice.trust_remote_code = bool((config.get("model") or {}).get("trust_remote_code", False))
@@ -234,15 +233,7 @@ def _with_run(sweep: Path, done: pd.DataFrame, results: dict, choice: BudgetChoi
 
 
 def _mean(group: pd.DataFrame, column: str) -> float | None:
-    return _num(group[column].astype(float).mean()) if len(group) else None
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+    return finite(group[column].astype(float).mean()) if len(group) else None
 
 
 # --- the recommended allocation, and its transfer to another model ------------------------------

@@ -8,12 +8,11 @@ part of a strategy's effect comes from its initialisation or training dynamics r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .stats import ALPHA
+from .stats import ALPHA, finite
 
 MINUS = "\u2212"  # typographic minus: "−0.0012" reads as a number, "-0.0012" as a hyphen
 
@@ -41,8 +40,8 @@ class Comparison:
     def __post_init__(self) -> None:
         # Numbers arrive from pandas rows: a missing value is NaN there, None here.
         for name in ("mean_diff", "ci_low", "ci_high", "p", "mde"):
-            object.__setattr__(self, name, _number(getattr(self, name)))
-        object.__setattr__(self, "n_pairs", int(self.n_pairs) if _number(self.n_pairs) is not None else 0)
+            object.__setattr__(self, name, finite(getattr(self, name)))
+        object.__setattr__(self, "n_pairs", int(self.n_pairs) if finite(self.n_pairs) is not None else 0)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **overrides: Any) -> Comparison:
@@ -67,16 +66,6 @@ class Comparison:
         values.update(overrides)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 # --- formatting ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -50,8 +51,12 @@ class PairedResult:
         return asdict(self)
 
 
-def _finite(value) -> float | None:
-    value = float(value)
+def finite(value: Any) -> float | None:
+    """A finite float, or None (None, non-numbers, NaN and inf)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -128,7 +133,7 @@ def wilcoxon_test(diffs: Sequence[float]) -> tuple[float | None, str | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = sps.wilcoxon(d, zero_method="wilcox", correction=False, alternative="two-sided", method=scipy_method)
-    return _finite(result.pvalue), method
+    return finite(result.pvalue), method
 
 
 def _constant(diffs: np.ndarray) -> bool:
@@ -141,7 +146,7 @@ def _t_test_p(diffs: np.ndarray) -> float | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _finite(sps.ttest_1samp(diffs, 0.0).pvalue)
+        return finite(sps.ttest_1samp(diffs, 0.0).pvalue)
 
 
 def paired_note(n_pairs: int, diffs: Sequence[float] = ()) -> str:
@@ -228,7 +233,7 @@ def paired_t_power(mean_diff: float, sd_diff: float, n: int, alpha: float = ALPH
     when the differences have standard deviation sd_diff. None for n < 2 or sd_diff <= 0."""
     if n < 2 or sd_diff is None or not math.isfinite(sd_diff) or sd_diff <= 0:
         return None
-    return _finite(_power_at_noncentrality(abs(mean_diff) * math.sqrt(n) / sd_diff, n, alpha))
+    return finite(_power_at_noncentrality(abs(mean_diff) * math.sqrt(n) / sd_diff, n, alpha))
 
 
 @lru_cache(maxsize=256)
@@ -259,7 +264,7 @@ def min_detectable_effect(sd_diff: float | None, n: int, alpha: float = ALPHA, p
         raise ValueError(f"a standard deviation cannot be negative: {sd_diff}")
     if sd_diff == 0:
         return 0.0
-    return _finite(_noncentrality_for_power(int(n), float(alpha), float(power)) * sd_diff / math.sqrt(n))
+    return finite(_noncentrality_for_power(int(n), float(alpha), float(power)) * sd_diff / math.sqrt(n))
 
 
 # --- per-row paired tests -----------------------------------------------------------------------
@@ -273,7 +278,7 @@ def mcnemar_exact(b: int, c: int) -> float | None:
         raise ValueError(f"discordant counts must be non-negative integers, got b={b}, c={c}")
     if b + c == 0:
         return None
-    return _finite(sps.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
+    return finite(sps.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
 
 
 def paired_bootstrap_ci(
@@ -302,7 +307,7 @@ def paired_bootstrap_ci(
                 method=method,
                 rng=np.random.default_rng(seed),
             )
-        low, high = _finite(result.confidence_interval.low), _finite(result.confidence_interval.high)
+        low, high = finite(result.confidence_interval.low), finite(result.confidence_interval.high)
         if low is not None and high is not None:
             return low, high
     return None, None
