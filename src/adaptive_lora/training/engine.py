@@ -190,13 +190,22 @@ class MetricsCallback(TrainerCallback):
             self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
 
 
+class _TrainingArguments(TrainingArguments):
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """A warm-up ratio rounds down, where transformers rounds up: linear warm-up gives its first step
+        learning rate 0, so rounding up made a one-step run (max_steps=1) train nothing."""
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        return math.floor(num_training_steps * self.warmup_steps)
+
+
 def training_arguments(cfg, output_dir: Path, precision: str, device: str, has_checkpoints: bool) -> TrainingArguments:
     t = cfg.training
     if t.report_to == "tensorboard" and not is_tensorboard_available():
         raise UserError(
             "training.report_to=tensorboard needs TensorBoard: pip install 'adaptive-lora[tensorboard]' (or report_to=none)"
         )
-    return TrainingArguments(
+    return _TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
