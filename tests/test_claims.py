@@ -20,7 +20,7 @@ import yaml
 
 from adaptive_lora.schema import CLAIMS_DIR
 from adaptive_lora.sweep.executors import CLAIMED, SweepOptions, execute_spec
-from adaptive_lora.sweep.runner import run_sweep
+from adaptive_lora.sweep.runner import pin_precision, run_sweep
 from adaptive_lora.sweep.suite import load_suite
 from adaptive_lora.workdirs import claim_sweep_dir
 
@@ -52,7 +52,7 @@ def test_two_processes_on_one_sweep_train_every_run_exactly_once(tiny_llama_dir,
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=240) for process in processes]
     assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
-    run_ids = {spec.run_id for spec in load_suite(str(suite_path)).runs}
+    run_ids = {spec.run_id for spec in pin_precision(load_suite(str(suite_path))).runs}  # the CLI pins precision: auto
     trained = [run_id for _, err in outputs for run_id in DONE_LINE.findall(err)]
     assert sorted(trained) == sorted(run_ids), outputs  # each run trained by exactly one of the two
     for run_id in run_ids:
@@ -64,7 +64,9 @@ def test_two_processes_on_one_sweep_train_every_run_exactly_once(tiny_llama_dir,
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block_the_run(tiny_llama_dir, data_file, tmp_path):
-    suite = load_suite(str(write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])), ["strategies=[{strategy: uniform}]"])
+    suite = pin_precision(
+        load_suite(str(write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])), ["strategies=[{strategy: uniform}]"])
+    )
     (spec,) = suite.runs
     out = claim_sweep_dir(tmp_path / "sweep")
     lock_path = out / CLAIMS_DIR / f"{spec.run_id}.lock"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import platform
 import resource
 import subprocess
@@ -14,7 +16,12 @@ import torch
 
 from .errors import UserError
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Set to 1 to allow bf16 on a CPU without bf16 units: torch then emulates it, 10-100x slower than fp32.
+# For numerics checks (the bf16 equivalence test), never for speed.
+EMULATED_BF16_ENV = "ADAPTIVE_LORA_EMULATED_BF16"
 
 # Tokens per forward/backward pass on CPU when training.token_budget is unset. Measured at the seed
 # study's settings (SmolLM2-135M in fp32, LoRA on every linear module, 8 rows of up to 212 tokens per
@@ -31,18 +38,81 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def cpu_features() -> dict:
+    """What torch reports about this CPU: its SIMD capability and the bf16 matrix units it can use.
+
+    AMX (Sapphire Rapids and later) and AVX512-BF16 (Cooper Lake, Zen 4 and later) run bf16 matmuls
+    several times faster than fp32 (benchmarks/bench_train.py); without them torch emulates bf16,
+    far slower than fp32.
+    """
+    probes = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    features = {"cpu_capability": _call(torch.backends.cpu.get_cpu_capability)}
+    for name, probe in probes.items():
+        features[name] = bool(_call(getattr(torch.cpu, probe, None)))  # private torch API: absent means no
+    features["cpu_bf16"] = features["amx_bf16"] or features["avx512_bf16"]
+    return features
+
+
+def _call(function):
+    try:
+        return function() if function is not None else None
+    except Exception:  # noqa: BLE001 - a probe that fails reports "unknown", never breaks a run
+        return None
+
+
+def _emulated_bf16_allowed() -> bool:
+    return os.environ.get(EMULATED_BF16_ENV, "") not in ("", "0")
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info(message)
+
+
 def resolve_precision(precision: str, device: str) -> str:
-    """fp32 on CPU; bf16 on GPUs that support it; fp16 only when asked (adapters stay fp32, loss scaled)."""
+    """The precision a run uses: `auto` is bf16 on GPUs that support it (else fp16), bf16 on CPUs with
+    bf16 units (AMX or AVX512-BF16), fp32 on other CPUs. fp16 only on GPUs (adapters stay fp32, loss scaled)."""
     if precision not in PRECISIONS:
         raise UserError(f"model.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    on_gpu = device.startswith("cuda")
-    if precision == "auto":
-        if on_gpu:
+    if device.startswith("cuda"):
+        if precision == "auto":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return precision
+    if precision == "fp16":
+        raise UserError("model.precision=fp16 needs a GPU; on CPU use bf16 (CPUs with AMX or AVX512-BF16), fp32 or auto")
+    if precision == "fp32" or device != "cpu":  # mps and others: fp32, as before
+        if precision == "bf16":
+            raise UserError(f"model.precision=bf16 is supported on CUDA GPUs and CPUs, not on {device}; use fp32 or auto")
         return "fp32"
-    if precision in ("bf16", "fp16") and not on_gpu:
-        raise UserError(f"model.precision={precision} needs a GPU; on CPU use fp32 (or auto)")
-    return precision
+    features = cpu_features()
+    units = "AMX" if features["amx_bf16"] else "AVX512-BF16" if features["avx512_bf16"] else None
+    if precision == "auto":
+        chosen = "bf16" if units else "fp32"
+        why = (
+            f"this CPU has {units} units (torch capability {features['cpu_capability']})"
+            if units
+            else f"this CPU has no bf16 units (no AMX or AVX512-BF16; torch capability {features['cpu_capability']})"
+        )
+        _log_once(f"precision auto -> {chosen}: {why}")
+        return chosen
+    if not units and not _emulated_bf16_allowed():  # precision == "bf16"
+        raise UserError(
+            f"model.precision=bf16 needs a CPU with AMX or AVX512-BF16 units, and this one has neither (torch capability "
+            f"{features['cpu_capability']}): use model.precision=fp32 or auto ({EMULATED_BF16_ENV}=1 forces slow, emulated bf16)"
+        )
+    return "bf16"
+
+
+def resolved_precision_override(model_precision: str | None, model_device: str | None) -> dict:
+    """{"model.precision": ...} that pins `auto` to what this machine runs, so a run's configuration (and
+    its id) says which precision it trained in; {} when the precision is already explicit."""
+    if (model_precision or "auto") != "auto":
+        return {}
+    return {"model.precision": resolve_precision("auto", resolve_device(model_device or "auto"))}
 
 
 def resolve_token_budget(token_budget: int | None, device: str) -> int | None:
@@ -99,11 +169,12 @@ def load_dtype(precision: str) -> str:
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    """Autocast dtype for evaluation: bf16 under bf16, else none. Evaluation never runs in fp16."""
+    """Autocast dtype for evaluation and generation: bf16 under bf16 (the same matmuls as training), else
+    none. Evaluation never runs in fp16."""
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def environment(device: str) -> dict:
+def environment(device: str, precision: str | None = None) -> dict:
     versions = {}
     for package in ("torch", "transformers", "peft", "accelerate", "datasets", "adaptive-lora"):
         try:
@@ -116,6 +187,8 @@ def environment(device: str) -> dict:
         **versions,
         "device": device,
         "device_name": name,
+        "precision": precision,
+        **(cpu_features() if device == "cpu" else {}),
         "threads": torch.get_num_threads(),
         **git_state(),
     }

@@ -28,7 +28,8 @@ IGNORE_INDEX = -100  # label of a position without loss (transformers' conventio
 
 # --- run directories ----------------------------------------------------------------------------
 
-RUN_MARKER = ".adaptive-lora-run"  # written first into every run directory: "this project made it"
+RUN_MARKER = ".adaptive-lora-run"  # written first into every run directory: "this project made it" (then the PID of its writer)
+RUN_LOCK = ".adaptive-lora-run.lock"  # held while a process writes the run directory
 SWEEP_MARKER = ".adaptive-lora-sweep"  # written first into every sweep directory
 CONFIG_FILE = "config.yaml"
 ALLOCATION_FILE = "allocation.json"
@@ -205,7 +206,13 @@ def try_read_allocation(path: str | Path) -> AllocationRecord | None:
 
 
 def write_allocation(path: str | Path, record: AllocationRecord) -> None:
-    write_json(allocation_path(path), record.to_dict())
+    """allocation.json with one line per module: a quarter smaller than indenting every field, still diffable."""
+    data = finite_or_none(record.to_dict())
+    modules = data.pop("modules")
+    head = json.dumps(data, indent=2, allow_nan=False)
+    lines = ",\n".join("    " + json.dumps(m, allow_nan=False) for m in modules)
+    text = head[:-2] + (",\n" if data else "\n") + '  "modules": [\n' + lines + ("\n  ]\n}\n" if modules else "  ]\n}\n")
+    atomic_write_text(allocation_path(path), text)
 
 
 def _float_or_none(value: Any) -> float | None:

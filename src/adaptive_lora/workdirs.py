@@ -9,12 +9,27 @@ file the user put there survives even that.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from .errors import UserError
-from .schema import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, REPORT_FILES, RESULT_FILE, RUN_FILES, RUN_MARKER, SWEEP_MARKER
+from .io import atomic_write_text
+from .schema import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOG_FILE,
+    REPORT_FILES,
+    RESULT_FILE,
+    RUN_FILES,
+    RUN_LOCK,
+    RUN_MARKER,
+    SWEEP_MARKER,
+)
 
 # io.atomic_write_* writes .<name>.<pid>.<hex>.tmp beside <name>; the adapter is staged in .adapter.tmp
 _TEMPORARY = re.compile(r"\.(?P<name>.+?)(\.\d+\.[0-9a-f]+)?\.tmp")
@@ -40,7 +55,7 @@ def _legacy_run_dir(names: list[str]) -> bool:
     return (
         CONFIG_FILE in names
         and (RESULT_FILE in names or LOG_FILE in names)
-        and all(n in RUN_FILES or _is_ours_temporary(n) for n in names)
+        and all(n in RUN_FILES or n == RUN_LOCK or _is_ours_temporary(n) for n in names)
     )
 
 
@@ -113,3 +128,27 @@ def is_runs_folder(path: str | Path) -> bool:
     entries = [p for p in path.iterdir()] if path.is_dir() else []
     runs = [p for p in entries if p.is_dir() and is_run_dir(p)]
     return bool(runs) and all(p in runs or p.name in REPORT_FILES for p in entries)
+
+
+@contextlib.contextmanager
+def claimed_run_dir(path: str | Path):
+    """`claim_run_dir`, holding the run directory's lock (the one sweeps take per run) until the run ends.
+
+    The lock is an OS file lock (filelock), so it dies with its process: a directory left by a killed
+    run is free again. The holder's PID goes into the marker file, so a second process can name it.
+    """
+    path = claim_run_dir(path)
+    lock = FileLock(path / RUN_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = (path / RUN_MARKER).read_text(encoding="utf-8").strip() or "unknown"
+        raise UserError(
+            f"{path} is being written by another adaptive-lora process (PID {holder}); wait for it to finish, "
+            f"or choose another directory with --out"
+        ) from None
+    try:
+        atomic_write_text(path / RUN_MARKER, f"{os.getpid()}\n")
+        yield path
+    finally:
+        lock.release()

@@ -31,11 +31,12 @@ def add_parsers(commands) -> None:
 
 
 def cmd_run(args) -> int:
+    from ..sweep.runner import pin_precision
     from ..sweep.suite import load_suite
     from .train import split_config_and_overrides
 
     suite_name, overrides = split_config_and_overrides(args.suite, list(args.overrides))
-    suite = load_suite(suite_name, overrides)
+    suite = pin_precision(load_suite(suite_name, overrides))
     out = Path(args.out or suite.output_dir)
     if args.list:
         return list_runs(suite, out, args.retry_failed)

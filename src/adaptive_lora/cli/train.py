@@ -34,7 +34,7 @@ def split_config_and_overrides(config: str | None, overrides: list[str]) -> tupl
 def cmd_train(args) -> int:
     from ..config import load_run_config
     from ..sweep.progress import RunProgress
-    from ..training import finished_run_of, train
+    from ..training import finished_run_of, resolved_config, train
     from ..workdirs import check_run_dir
 
     config_path, overrides = split_config_and_overrides(args.config, args.overrides)
@@ -47,7 +47,7 @@ def cmd_train(args) -> int:
         "output.resume": args.resume or None,
     }
     cfg = load_run_config(config_path, overrides).with_overrides({k: v for k, v in flags.items() if v is not None})
-    cfg = cfg.with_default_output()
+    cfg = resolved_config(cfg)
     check_run_dir(cfg.output.dir)
     if not cfg.output.overwrite and finished_run_of(cfg):
         print(f"{cfg.output.dir} already holds a finished run; nothing to do (use --overwrite to train it again)")

@@ -59,7 +59,9 @@ def execute_spec(spec: RunSpec, sweep_dir: Path, retry_failed: bool = False, bas
             return {"status": status, "error": None, "skipped": True}
         config = spec.config.with_overrides({"output.dir": str(run_dir_of(sweep_dir, spec)), "output.overwrite": True})
         labels = {"label": spec.label, "budget_label": spec.budget.label}
-        return train(config, base=base, progress=progress, run_id=spec.run_id, labels=labels)
+        if base is not None:
+            base.store = Path(sweep_dir)  # the base's scores are computed once per sweep, whichever worker is first
+        return train(config, base=base, progress=progress, run_id=spec.run_id, labels=labels, keep_failures=True)
     finally:
         lock.release()
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ..environment import resolved_precision_override
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..schema import FAILED_STATUSES, SUITE_FILE, SUITE_HISTORY_DIR, read_result, run_status
@@ -32,6 +33,17 @@ from .executors import EXECUTE, SweepOptions, run_dir_of
 from .progress import SweepProgress
 from .selection import choose_rates, chosen_rates
 from .suite import RunSpec, Suite, suite_from_dict
+
+
+def pin_precision(suite: Suite) -> Suite:
+    """The suite with `model.precision: auto` pinned to what this machine runs (bf16 or fp32 on CPU), so
+    that run ids, suite.yaml and the report say which precision the runs trained in, and a sweep resumed
+    on a machine that would choose differently starts new runs instead of mixing precisions."""
+    model = suite.data.get("model") or {}
+    pinned = resolved_precision_override(model.get("precision"), model.get("device"))
+    if not pinned:
+        return suite
+    return suite_from_dict(suite.data, [f"{k}={v}" for k, v in pinned.items()], suite.name)
 
 
 def plan_work(specs: list[RunSpec], sweep_dir: Path, retry_failed: bool) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
@@ -72,6 +84,7 @@ def run_sweep(suite: Suite, sweep_dir: str | Path, options: SweepOptions | None 
     options = options or SweepOptions()
     if options.executor not in EXECUTE:
         raise UserError(f"unknown executor {options.executor!r}; choose one of: {', '.join(EXECUTE)}")
+    suite = pin_precision(suite)
     sweep_dir = claim_sweep_dir(sweep_dir)
     replaced = record_suite(sweep_dir, suite)
     if replaced:

@@ -8,6 +8,7 @@ however many runs a process trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class BaseContext:
     anatomy: Anatomy
     _base_eval: dict | None = field(default=None, repr=False)
     cache: dict = field(default_factory=dict, repr=False)  # per-base results shared by runs (base scores, held-out rows)
+    store: Path | None = None  # a sweep directory where the base's scores are stored for every worker (base_store.py)
     _peft_model: torch.nn.Module | None = field(default=None, repr=False)
     _before: dict | None = field(default=None, repr=False)  # the model's config, hooks and attributes before attach
 
@@ -81,6 +83,10 @@ class BaseContext:
         if self._base_eval is None:
             self._base_eval = evaluate_loss(self.model, self.eval_loader(), self.device, autocast_dtype(self.precision))
         return self._base_eval
+
+    def remember_base_eval(self, metrics: dict) -> None:
+        """The base's validation loss, read from a sweep's store instead of computed."""
+        self._base_eval = dict(metrics)
 
     def eval_loader(self) -> DataLoader:
         return DataLoader(

@@ -23,15 +23,16 @@ from transformers import PrinterCallback, set_seed
 from ..allocation import Allocation
 from ..config import RunConfig, dump_yaml, load_run_config
 from ..data import Collator
-from ..environment import autocast_dtype, environment, resolve_packing, resolve_token_budget
+from ..environment import autocast_dtype, environment, resolve_packing, resolve_token_budget, resolved_precision_override
 from ..errors import UserError
 from ..io import write_json
 from ..planning import plan_from_config
 from ..schema import ADAPTER_DIR, CHECKPOINT_DIR, DATA_REPORT_FILE, LOG_FILE, read_result, write_predictions, write_result
 from ..strategies import Attached, TrainingContext, hooks_for
-from ..workdirs import claim_run_dir, clear_run_dir
+from ..workdirs import check_run_dir, claimed_run_dir, clear_run_dir
 from .base import BaseContext, prepare_base
 from .engine import AdapterTrainer, Diverged, GuardCallback, MetricsCallback, StepStats, timed_eval, training_arguments
+from .phases import PhaseTimer
 from .scoring import base_scores, result_fields, score
 
 log = logging.getLogger(__name__)
@@ -66,21 +67,48 @@ def train(
     progress: Progress | None = None,
     run_id: str | None = None,
     labels: dict[str, Any] | None = None,
+    keep_failures: bool = False,
 ) -> dict:
     """Train one adapter and return the result dict that is also written to result.json.
 
     A finished run directory is never overwritten: its result is returned as it is, unless
-    `output.overwrite` is set. A directory that is not an adaptive-lora run directory is refused.
+    `output.overwrite` is set. A directory that is not an adaptive-lora run directory is refused, and
+    so is one that another process is training (the run claims its directory under a lock).
+    Bad input (data, model, strategy) fails before the run directory is created, unless
+    `keep_failures` (sweeps: every run of the grid leaves its result, a failure with its reason).
     """
-    cfg = _as_config(config, overrides).with_default_output()
-    run_dir = claim_run_dir(cfg.output.dir)
+    cfg = resolved_config(_as_config(config, overrides))
+    check_run_dir(cfg.output.dir)
     done = None if cfg.output.overwrite else finished_run_of(cfg)
     if done:
-        log.info("%s already holds a finished run; returning its result", run_dir)
+        log.info("%s already holds a finished run; returning its result", cfg.output.dir)
         return done
-    clear_run_dir(run_dir, keep_checkpoints=cfg.output.resume)
-    run = _Run(cfg, run_dir, run_id or cfg.config_id(), labels or {})
-    return run.execute(base, allocation, progress)
+    timer = PhaseTimer()
+    try:
+        with timer.phase("load"):
+            if base is None or not base.compatible_with(cfg):
+                base = prepare_base(cfg)
+        with timer.phase("plan"):
+            allocation = allocation or plan_from_config(base.model, cfg.allocation, data=base.data, seed=cfg.training.seed)
+    except UserError as exc:
+        if not keep_failures:
+            raise
+        failure: Exception | None = exc
+    else:
+        failure = None
+    with claimed_run_dir(cfg.output.dir) as run_dir:
+        done = None if cfg.output.overwrite else finished_run_of(cfg)  # finished while we prepared
+        if done:
+            return done
+        clear_run_dir(run_dir, keep_checkpoints=cfg.output.resume)
+        run = _Run(cfg, run_dir, run_id or cfg.config_id(), labels or {}, timer)
+        return run.execute(base, allocation, progress, failure)
+
+
+def resolved_config(cfg: RunConfig) -> RunConfig:
+    """The config a run records: `model.precision: auto` pinned to what this machine runs (so two machines that
+    would choose differently never share a run directory or an id), and output.dir defaulted."""
+    return cfg.with_overrides(resolved_precision_override(cfg.model.precision, cfg.model.device)).with_default_output()
 
 
 def _as_config(config, overrides) -> RunConfig:
@@ -94,8 +122,8 @@ def _as_config(config, overrides) -> RunConfig:
 class _Run:
     """One run's lifecycle: set up, train, evaluate, save, and always write result.json."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str, labels: dict[str, Any]):
-        self.cfg, self.dir, self.run_id, self.labels = cfg, run_dir, run_id, labels
+    def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str, labels: dict[str, Any], timer: PhaseTimer):
+        self.cfg, self.dir, self.run_id, self.labels, self.timer = cfg, run_dir, run_id, labels, timer
         self.result: dict[str, Any] = {
             "run_id": run_id,
             "status": "running",
@@ -115,13 +143,13 @@ class _Run:
         with open(self.dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
-    def execute(self, base: BaseContext | None, allocation: Allocation | None, progress: Progress | None) -> dict:
-        started = time.perf_counter()
+    def execute(
+        self, base: BaseContext, allocation: Allocation | None, progress: Progress | None, failure: Exception | None = None
+    ) -> dict:
+        self.base = base
         try:
-            if base is None or not base.compatible_with(self.cfg):
-                self.log(f"loading model {self.cfg.model.name} and data {self.cfg.data.source}")
-                base = prepare_base(self.cfg)
-            self.base = base
+            if failure is not None:
+                raise failure
             self._record_setup(base, allocation)
             self._train(base, progress)
             self.result["status"] = "done"
@@ -131,33 +159,33 @@ class _Run:
             self.result.update(status="oom", error=_one_line(exc))
         except KeyboardInterrupt:
             self.result.update(status="interrupted", error="interrupted by the user (Ctrl-C or a kill)")
-            self._finish(started)
+            self._finish()
             raise
         except UserError as exc:
             self.result.update(status="error", error=str(exc))
-            self._finish(started)
+            self._finish()
             raise
         except Exception as exc:  # noqa: BLE001 - any failure becomes status "error" with one line
             log.debug("run %s failed", self.run_id, exc_info=True)
             self.result.update(status="error", error=_one_line(exc))
-        self._finish(started)
+        self._finish()
         return self.result
 
     # --- phases ---
-    def _record_setup(self, base: BaseContext, allocation: Allocation | None) -> None:
+    def _record_setup(self, base: BaseContext, allocation: Allocation) -> None:
         dump_yaml(self.cfg, self.dir / "config.yaml")
         write_json(self.dir / DATA_REPORT_FILE, base.data.report.to_dict())
-        self.allocation = allocation or plan_from_config(
-            base.model, self.cfg.allocation, data=base.data, seed=self.cfg.training.seed
-        )
+        self.allocation = allocation
         self.allocation.save(self.dir)
+        self.log(f"precision {base.precision} on {base.device}")
         self.log(
             f"{self.allocation.strategy}: {self.allocation.trainable_params:,} trainable parameters ({self.allocation.efficiency_pct:.3f}% of base)"
         )
 
     def _train(self, base: BaseContext, progress: Progress | None) -> None:
+        with self.timer.phase("base_eval"):  # computed once per sweep and stored (scoring.base_scores)
+            self.base_scores, base_rows = base_scores(base, self.cfg)
         base_metrics = base.base_eval()
-        self.base_scores, base_rows = base_scores(base, self.cfg)
         self.result.update(base_eval_loss=base_metrics["loss"], base_perplexity=base_metrics["perplexity"])
         self.log(f"base eval loss {base_metrics['loss']:.4f} on {base_metrics['tokens']} response tokens")
         set_seed(self.cfg.training.seed)
@@ -200,32 +228,40 @@ class _Run:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
-            trainer.train(resume_from_checkpoint=resume_from)
+            with self.timer.phase("train"):
+                trainer.train(resume_from_checkpoint=resume_from)
         finally:
             self.train_seconds = time.perf_counter() - start
             self.steps = trainer.state.global_step
+        with self.timer.phase("eval"):
+            self._evaluate(peft_model, base, evaluate, metrics, trainer.state, (strategy, attached), base_rows)
+        self.log(
+            f"eval loss {self.result['eval_loss']:.4f} (base {base_metrics['loss']:.4f}) after {self.steps} steps in {self.train_seconds:.1f}s"
+        )
+        with self.timer.phase("save"):
+            if self.cfg.output.save_adapter:
+                self._save_adapter(peft_model)
+        shutil.rmtree(self.dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the product
+
+    def _evaluate(self, peft_model, base, evaluate, metrics, state, hooks, base_rows) -> None:
+        """Final validation loss (the eval curve's last point), the learned allocation, test and forgetting scores."""
+        strategy, attached = hooks
         final = evaluate()
         metrics.write(
             {
                 "step": self.steps,
-                "epoch": round(trainer.state.epoch or 0.0, 4),
-                "tokens_seen": stats.tokens,
+                "epoch": round(state.epoch or 0.0, 4),
+                "tokens_seen": self.stats.tokens,
                 "eval_loss": final["loss"],
             }
         )
         self.allocation = strategy.finalize(attached, self.allocation)
         self.allocation.save(self.dir)
         if not math.isfinite(final["loss"]):
-            raise Diverged(self.steps, "eval loss", stats.last_finite_loss)
+            raise Diverged(self.steps, "eval loss", self.stats.last_finite_loss)
         scores, rows = score(peft_model, base, self.cfg, "adapter", validation=final)
         write_predictions(self.dir, base_rows + rows)
         self.result.update(eval_loss=final["loss"], perplexity=final["perplexity"], **result_fields(scores, self.base_scores))
-        self.log(
-            f"eval loss {final['loss']:.4f} (base {base_metrics['loss']:.4f}) after {self.steps} steps in {self.train_seconds:.1f}s"
-        )
-        if self.cfg.output.save_adapter:
-            self._save_adapter(peft_model)
-        shutil.rmtree(self.dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the product
 
     def _checkpoint_to_resume(self) -> str | None:
         if not self.cfg.output.resume:
@@ -241,14 +277,14 @@ class _Run:
         shutil.rmtree(self.dir / ADAPTER_DIR, ignore_errors=True)
         tmp.rename(self.dir / ADAPTER_DIR)
 
-    def _finish(self, started: float) -> None:
+    def _finish(self) -> None:
         if self.base is not None:
             self.base.release()  # the shared base loses this run's adapters, whatever happened
-        self.result.update(self._summary(started))
+        self.result.update(self._summary())
         write_result(self.dir, self.result)
         self.log(f"status {self.result['status']}" + (f": {self.result['error']}" if self.result.get("error") else ""))
 
-    def _summary(self, started: float) -> dict[str, Any]:
+    def _summary(self) -> dict[str, Any]:
         cfg, alloc, stats, seconds = self.cfg, self.allocation, self.stats, self.train_seconds
         base_loss, loss = self.result.get("base_eval_loss"), self.result.get("eval_loss")
         probe_time = float(alloc.meta.get("probe_time_s") or 0.0) if alloc else 0.0
@@ -276,14 +312,16 @@ class _Run:
             "steps": self.steps,
             "train_time_s": seconds + probe_time if seconds is not None else None,
             "probe_time_s": probe_time,
-            "wall_time_s": time.perf_counter() - started,
+            "wall_time_s": self.timer.elapsed(),
+            "time_by_phase_s": self.timer.seconds(),
             "tokens_seen": stats.tokens if stats else 0,
             "supervised_tokens_seen": stats.supervised_tokens if stats else 0,
             "tokens_per_s": stats.tokens / seconds if stats and seconds else None,
             "supervised_tokens_per_s": stats.supervised_tokens / seconds if stats and seconds else None,
             "peak_memory_mb": self._peak_memory_mb(),
             "data": self._data_summary(),
-            "environment": environment(self.base.device if self.base else "cpu"),
+            "precision": self.base.precision if self.base else None,
+            "environment": environment(self.base.device, self.base.precision) if self.base else environment("cpu"),
             "config": cfg.to_dict(),
         }
 

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..evaluation import evaluate_generation, held_out_loss
 from ..loss import evaluate_loss, safe_exp
 from .base import BaseContext
+from .base_store import base_store_key, stored_base_scores
 
 SKILLS = "skills"
 
@@ -117,10 +118,22 @@ def score(
 
 
 def base_scores(base: BaseContext, cfg: RunConfig) -> tuple[dict[str, Any], list[dict]]:
-    """`score` of the untrained base, computed once per BaseContext and evaluation settings."""
+    """`score` of the untrained base, computed once per BaseContext and evaluation settings, and once per
+    sweep when the base has a store (a sweep directory: base_store.py), where workers and restarts reuse it."""
     key = ("base_scores", repr(cfg.eval))
     if key not in base.cache:
-        base.cache[key] = score(base.model, base, cfg, "base", validation=base.base_eval())
+
+        def compute() -> dict[str, Any]:
+            scores, rows = score(base.model, base, cfg, "base", validation=base.base_eval())
+            return {"validation": base.base_eval(), "scores": scores, "rows": rows}
+
+        if base.store is None:
+            value = compute()
+        else:
+            store_key = base_store_key(cfg, base.precision, base.device, base.data.report.split_hashes, forgetting_source(cfg))
+            value = stored_base_scores(base.store, store_key, compute)
+        base.remember_base_eval(value["validation"])
+        base.cache[key] = (value["scores"], value["rows"])
     return base.cache[key]
 
 
