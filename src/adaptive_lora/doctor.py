@@ -24,6 +24,7 @@ import torch
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
+from .environment import cpu_features
 from .errors import UserError
 from .models import EMBEDDED_DIRNAME, cache_dir, embedded_gguf_path
 
@@ -157,7 +158,14 @@ def check_device() -> list[Check]:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return [Check("device", "ok", f"Apple MPS (use model.device=mps; auto picks the CPU); {threads}")]
-    return [Check("device", "ok", f"CPU only; {threads}")]
+    features = cpu_features()
+    units = [name for name, key in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if features[key]]
+    precision = (
+        f"bf16 units ({', '.join(units)}): precision auto trains in bf16"
+        if units
+        else "no bf16 units (no AMX or AVX512-BF16): precision auto trains in fp32"
+    )
+    return [Check("device", "ok", f"CPU only ({features['cpu_capability']}, {precision}); {threads}")]
 
 
 def check_memory() -> list[Check]:

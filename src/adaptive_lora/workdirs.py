@@ -77,11 +77,29 @@ def claim_run_dir(path: str | Path) -> Path:
 
 
 def check_run_dir(path: str | Path) -> None:
-    """Raise the one-line error `claim_run_dir` would, without creating anything."""
+    """Raise the one-line error `claim_run_dir` or `claimed_run_dir` would, without creating anything."""
     path = Path(path)
     names = _entries(path, "run")
     if names and RUN_MARKER not in names and not _legacy_run_dir(names):
         raise _foreign_error(path, names, "run")
+    if RUN_LOCK in names:  # fail at once, before loading anything, when another process is training here
+        lock = FileLock(path / RUN_LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise _busy_error(path) from None
+        lock.release()
+
+
+def _busy_error(path: Path) -> UserError:
+    try:
+        holder = (path / RUN_MARKER).read_text(encoding="utf-8").strip() or "unknown"
+    except OSError:
+        holder = "unknown"
+    return UserError(
+        f"{path} is being written by another adaptive-lora process (PID {holder}); wait for it to finish, "
+        f"or choose another directory with --out"
+    )
 
 
 def clear_run_dir(path: str | Path, keep_checkpoints: bool = False) -> None:
@@ -142,11 +160,7 @@ def claimed_run_dir(path: str | Path):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        holder = (path / RUN_MARKER).read_text(encoding="utf-8").strip() or "unknown"
-        raise UserError(
-            f"{path} is being written by another adaptive-lora process (PID {holder}); wait for it to finish, "
-            f"or choose another directory with --out"
-        ) from None
+        raise _busy_error(path) from None
     try:
         atomic_write_text(path / RUN_MARKER, f"{os.getpid()}\n")
         yield path

@@ -43,7 +43,7 @@ def pin_precision(suite: Suite) -> Suite:
     pinned = resolved_precision_override(model.get("precision"), model.get("device"))
     if not pinned:
         return suite
-    return suite_from_dict(suite.data, [f"{k}={v}" for k, v in pinned.items()], suite.name)
+    return suite_from_dict({**suite.data, "model": {**model, "precision": pinned["model.precision"]}}, source=suite.name)
 
 
 def plan_work(specs: list[RunSpec], sweep_dir: Path, retry_failed: bool) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
