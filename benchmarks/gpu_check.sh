@@ -35,7 +35,7 @@ if ((DRY)); then
     DEVICE=cpu
     TINY=(data.max_samples=24 training.sequence_len=64 training.micro_batch_size=4 eval.forgetting=null eval.max_new_tokens=4)
     TRAIN_ARGS=("${TINY[@]}" training.max_steps=2)
-    BENCH_ARGS=(--steps 1 --no-memory)
+    BENCH_ARGS=(--steps 1 --no-memory --precisions fp32 --matmul-size 256)
     SUITE_ARGS=("${TINY[@]}" data.val_set_size=4 data.test_set_size=4 training.max_steps=1)
     LIMITS=(120 120 180)
 else
@@ -82,9 +82,9 @@ train = load(out / "train" / "result.json") or {}
 bench = load(out / "bench_train.json") or {}
 runs = [load(p) or {} for p in sorted((out / "suite" / "runs").glob("*/result.json"))]
 summary = {
-    "settings": {k: bench.get(k) for k in ("device", "device_name", "precision", "attention", "packing", "token_budget", "threads")},
+    "settings": {k: bench.get(k) for k in ("device", "device_name", "precisions", "attention", "packing", "token_budget", "threads")},
     "train": {k: train.get(k) for k in ("status", "steps", "eval_loss", "base_eval_loss", "tokens_per_s", "peak_memory_mb", "train_time_s")},
-    "bench": {k: bench.get(k) for k in ("speedup_vs_plain", "vs_one_pass", "peak_memory_vs_plain", "gpu_bf16_peak_tflops", "matmul_peak_gflops")}
+    "bench": {k: bench.get(k) for k in ("ratios", "gpu_bf16_peak_tflops", "matmul_peak_gflops")}
     | {"variants": {n: {k: v.get(k) for k in ("tokens_per_s", "mfu", "cuda_max_allocated_bytes", "peak_rss_bytes")} for n, v in bench.get("variants", {}).items()}},
     "suite": [{k: r.get(k) for k in ("label", "seed", "status", "eval_loss", "tokens_per_s")} for r in runs],
 }

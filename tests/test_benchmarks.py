@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from adaptive_lora.environment import cpu_features
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -50,17 +52,38 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(tiny_llama_dir, tmp_path):
     assert summary["settings"] | {"threads": None} == {
         "device": "cpu",
         "device_name": "cpu",
-        "precision": "fp32",  # what model.precision=auto gives here
+        "precisions": ["fp32"],  # the dry run measures fp32 on every CPU (test_bench_train_bf16 below covers bf16)
         "attention": "sdpa",
         "packing": False,
         "token_budget": 256,
         "threads": None,
     }
     assert summary["train"]["status"] == "done" and summary["train"]["steps"] == 2
-    assert set(summary["bench"]["variants"]) == {"ours", "ours-1pass", "plain", "ours-het"}
+    assert set(summary["bench"]["variants"]) == {"ours fp32", "ours-1pass fp32", "plain fp32", "ours-het fp32"}
+    assert set(summary["bench"]["ratios"]) == {"ours vs plain fp32", "ours vs one pass fp32", "heterogeneous vs uniform fp32"}
     assert all(v["tokens_per_s"] > 0 for v in summary["bench"]["variants"].values())
     assert sorted((r["label"], r["seed"]) for r in summary["suite"]) == [
         (label, seed) for label in ("linear_decay 16->4", "uniform r8") for seed in (0, 1, 2)
     ]
     for log in ("train", "bench_train", "suite", "summary"):
         assert (out / f"{log}.log").is_file(), log
+
+
+@pytest.mark.skipif(
+    not cpu_features()["cpu_bf16"],
+    reason="this CPU has no bf16 units (AMX or AVX512-BF16): emulated bf16 is too slow to benchmark",
+)
+def test_bench_train_measures_bf16_beside_fp32(tiny_llama_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_train.py"), "--model", str(tiny_llama_dir), "--steps", "1", "--no-memory"]
+        + ["--matmul-size", "256", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["precisions"] == ["fp32", "bf16"]  # the default where the CPU has bf16 units
+    assert {"ours bf16 vs ours fp32", "ours vs plain bf16"} <= set(results["ratios"])
+    assert all(0 < v["fraction_of_matmul_peak"] for v in results["variants"].values())
