@@ -172,3 +172,46 @@ def test_axolotl_needs_whole_number_alphas():
     allocation = Allocation(anatomy, ranks, alphas_for(ranks, "proportional", 16.0, 6), lora_r=6, lora_alpha=16.0)  # 10.67
     with pytest.raises(UserError, match="whole-number LoRA alphas"):
         axolotl_fragment(allocation)
+
+
+def test_the_trl_snippet_trains_the_runs_allocation_here(finished_run, tiny_llama_dir, tmp_path, monkeypatch, capsys):
+    """The printed script itself, executed with TRL's SFTTrainer (offline, on this machine) for the run's steps."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+
+    from adaptive_lora.environment import cpu_has_bf16
+
+    assert cli_main(["export", str(finished_run)]) == 0
+    snippet = capsys.readouterr().out
+    on_gpu = torch.cuda.is_available()
+    assert ("use_cpu=False" if on_gpu else "use_cpu=True") in snippet
+    if not on_gpu:  # TRL's default (bf16=True) stops a script on a CPU; bf16 only where the CPU has bf16 units
+        assert f"bf16={cpu_has_bf16()}," in snippet
+
+    rows = [{"prompt": f"Add {a} and {b}.", "completion": f" {a + b}"} for a in range(4) for b in range(4)]
+    monkeypatch.chdir(tmp_path)  # output_dir="sft-<strategy>" is relative
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace = {"dataset": Dataset.from_list(rows)}
+    exec(snippet, namespace)
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == open_run(finished_run).config.training.max_steps
+    verify(trainer.model, load_run_allocation(open_run(finished_run)))  # every module at the run's rank and alpha
+
+
+def test_the_trl_snippet_sets_precision_for_the_machine(finished_run, monkeypatch):
+    """bf16 on a CPU only with bf16 units, and then TRL accepts it; the comment says how to change it."""
+    pytest.importorskip("trl")
+    from trl import SFTConfig
+
+    from adaptive_lora import export
+
+    run = open_run(finished_run)
+    allocation = load_run_allocation(run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for units in (False, True):
+        monkeypatch.setattr(export, "cpu_has_bf16", lambda units=units: units)
+        settings = [line for line in export.trl_snippet(run, allocation).splitlines() if "bf16=" in line or "use_cpu=" in line]
+        assert settings[0].strip().startswith(f"bf16={units},") and settings[1].strip().startswith("use_cpu=True,")
+        assert "on a GPU: use_cpu=False" in settings[1]
+        kwargs = dict(line.strip().split("  #")[0].rstrip(",").split("=") for line in settings)
+        SFTConfig(output_dir="unused", bf16=kwargs["bf16"] == "True", use_cpu=kwargs["use_cpu"] == "True")  # accepted here

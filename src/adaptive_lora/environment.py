@@ -45,6 +45,13 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def cpu_has_bf16() -> bool:
+    """This CPU computes bf16 in hardware (AVX512-BF16 or AMX) and this torch can use it; without such
+    units bf16 is emulated and slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so absent means no
+    return any(callable(probe := getattr(torch.cpu, name, None)) and probe() for name in probes)
+
+
 def resolve_token_budget(token_budget: int | None, device: str) -> int | None:
     """Tokens per forward/backward pass: None (unset) is CPU_TOKEN_BUDGET on CPU and no limit on GPU; 0 is no limit."""
     if token_budget is None:

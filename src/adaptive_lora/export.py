@@ -29,6 +29,7 @@ from peft import PeftModel
 
 from .allocation import Allocation
 from .config import RunConfig, load_run_config
+from .environment import cpu_has_bf16
 from .errors import UserError
 from .io import atomic_write_text
 from .models import load_model, load_tokenizer, resolve_model_path
@@ -226,8 +227,31 @@ def lora_config_source(allocation: Allocation, lora_dropout: float = 0.0) -> str
     return "\n".join([*lines, ")"])
 
 
+def precision_lines() -> list[str]:
+    """SFTConfig's precision and device for the machine the snippet is written on. TRL turns bf16 on by
+    default, which stops the script on a CPU ("doesn't support bf16/gpu") and on GPUs older than Ampere."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slower than fp16
+            return [
+                f"        bf16=True,  # written on a {name}; on a GPU without bf16 set fp16=True, bf16=False",
+                "        use_cpu=False,  # on a CPU: use_cpu=True and bf16=False (unless it has bf16 units: AVX512-BF16 or AMX)",
+            ]
+        return [
+            f"        bf16=False,  # written on a {name} (no bf16): mixed fp16 instead; on an Ampere or newer GPU use bf16=True",
+            "        fp16=True,",
+            "        use_cpu=False,  # on a CPU: use_cpu=True and fp16=False",
+        ]
+    bf16 = cpu_has_bf16()
+    units = "with bf16 units (AVX512-BF16 or AMX)" if bf16 else "without bf16 units: bf16 would be emulated, slower than fp32"
+    return [
+        f"        bf16={bf16},  # written on a CPU {units}",
+        "        use_cpu=True,  # on a GPU: use_cpu=False, and bf16=True where it supports bf16 (Ampere or newer), else fp16=True",
+    ]
+
+
 def trl_snippet(run: FinishedRun, allocation: Allocation) -> str:
-    """A TRL script that trains this run's allocation with SFTTrainer."""
+    """A TRL script that trains this run's allocation with SFTTrainer, with precision and device set for this machine."""
     cfg = run.config
     t = cfg.training
     length = f"max_steps={t.max_steps}" if t.max_steps > 0 else f"num_train_epochs={_py(t.num_epochs)}"
@@ -253,6 +277,7 @@ def trl_snippet(run: FinishedRun, allocation: Allocation) -> str:
             f"        {length},",
             f"        lr_scheduler_type={_py(t.lr_scheduler)},",
             f"        max_length={t.sequence_len},",
+            *precision_lines(),
             "    ),",
             "    peft_config=peft_config,",
             ")",
