@@ -215,3 +215,27 @@ def test_the_trl_snippet_sets_precision_for_the_machine(finished_run, monkeypatc
         assert "on a GPU: use_cpu=False" in settings[1]
         kwargs = dict(line.strip().split("  #")[0].rstrip(",").split("=") for line in settings)
         SFTConfig(output_dir="unused", bf16=kwargs["bf16"] == "True", use_cpu=kwargs["use_cpu"] == "True")  # accepted here
+
+
+@pytest.mark.parametrize(
+    "strategy, params, dropped",
+    [
+        ("eva", {"rank": 8, "rho": 2.0, "init": True}, "initialisation"),
+        ("eva", {"rank": 8, "rho": 2.0, "init": False}, None),  # "eva ranks, standard init": nothing to drop
+        ("adalora", {"rank": 8, "prune": False}, "training dynamics"),
+        ("linear_decay", {"start": 8, "end": 2}, None),
+    ],
+)
+def test_export_warns_in_one_line_when_it_drops_what_is_not_ranks(finished_run, tmp_path, capsys, strategy, params, dropped):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    record = json.loads((run / "allocation.json").read_text())
+    (run / "allocation.json").write_text(json.dumps({**record, "strategy": strategy, "params": params}))
+    assert cli_main(["export", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "peft_config=peft_config" in captured.out and "warning" not in captured.out  # stdout stays a script
+    if dropped is None:
+        assert captured.err == ""
+    else:
+        assert captured.err.count("\n") == 1 and captured.err.startswith(f"warning: {run} used {strategy}'s")
+        assert dropped in captured.err and "--peft" in captured.err

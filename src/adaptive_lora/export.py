@@ -35,6 +35,7 @@ from .io import atomic_write_text
 from .models import load_model, load_tokenizer, resolve_model_path
 from .planning import anatomy_of
 from .schema import ADAPTER_DIR, CONFIG_FILE, read_allocation, read_result
+from .strategies import hooks_for
 
 DTYPES = ("float32", "bfloat16", "float16")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -76,6 +77,25 @@ def load_run_allocation(run: FinishedRun) -> Allocation:
     """The run's final allocation.json on the anatomy of its model (its config alone is read)."""
     anatomy = anatomy_of(run.config.model.name, trust_remote_code=run.config.model.trust_remote_code)
     return Allocation.from_record(read_allocation(run.dir), anatomy, str(run.dir / "allocation.json"))
+
+
+# What the TRL snippet and the axolotl fragment cannot carry: they train plain LoRA at the final ranks.
+_NOT_CARRIED = {
+    "initialisation": "initialisation of the LoRA weights",
+    "dynamics": "training dynamics (ranks and loss terms that change during training)",
+}
+
+
+def dropped_by_retraining(run: FinishedRun, allocation: Allocation) -> str | None:
+    """One line when the run used more than its ranks, which a from-scratch LoRA export (TRL, axolotl) drops."""
+    changes = hooks_for(allocation.strategy).changes_in(allocation.params)
+    if not changes:
+        return None
+    what = " and ".join(_NOT_CARRIED.get(c, c) for c in changes)
+    return (
+        f"{run.dir} used {allocation.strategy}'s {what}; the TRL snippet and the axolotl fragment train plain LoRA "
+        f"at its final ranks without it (--peft and --merged keep the trained weights)"
+    )
 
 
 def check_new_output(path: str | Path, kind: str = "directory") -> Path:
