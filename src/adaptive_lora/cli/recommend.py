@@ -90,9 +90,14 @@ def format_recommendation(rec) -> str:
             a = choice.allocation
             target = f" for {rec.model}" if rec.model else ""
             lines.append(
-                f"  {a['trainable_params']:,} trainable parameters{target}, ranks {a['min_rank']}-{a['max_rank']} "
-                f"(mean {a['mean_rank']:.1f})"
+                f"  {a['trainable_params']:,} trainable parameters{target} on {', '.join(a['ranks_by_role'])}, "
+                f"ranks {a['min_rank']}-{a['max_rank']} (mean {a['mean_rank']:.1f})"
             )
+            if a.get("not_transferred"):
+                lines.append(
+                    f"  not transferred: role(s) {', '.join(a['not_transferred'])} of the recommended run, which "
+                    f"{rec.model} has no counterpart for (a fused qkv counts only for q, k and v together)"
+                )
         for what, path in choice.files.items():
             lines.append(f"  wrote {what}: {path}")
     return "\n".join(lines)
