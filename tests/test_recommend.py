@@ -151,6 +151,7 @@ def test_a_strategy_that_clearly_beats_uniform_is_recommended_with_its_evidence(
     model = get_peft_model(tiny_model("llama", num_layers=4), config)
     verify(model, written)
     assert "budget r8: linear_decay" in printed and "beat uniform detectably" in printed and NO_WIN not in printed
+    assert "best strategy linear_decay, detectably better than uniform:" in printed
     assert "validation loss (lower is better)" in printed and "Holm p" in printed and "MDE" in printed
 
 
@@ -158,7 +159,9 @@ def test_no_detectable_difference_recommends_uniform_and_says_so(tie_sweep, allo
     out = tmp_path / "rec"
     assert cli_main(["recommend", str(tie_sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"{NO_WIN} at r8" in printed
+    assert f"{NO_WIN} at r8 (the best non-uniform strategy, linear_decay: no detectable difference" in printed
+    assert "best non-uniform strategy linear_decay, not detectably better than uniform:" in printed
+    assert "best strategy" not in printed
     (choice,) = json.loads((out / "recommendation.json").read_text())["budgets"]
     assert (choice["best"], choice["recommended"], choice["beat_baseline"]) == ("linear_decay", "uniform", False)
     e = choice["evidence"][0]
@@ -299,3 +302,34 @@ def test_the_output_directory_never_holds_the_users_files(win_sweep, tmp_path, c
     write_recommendation(rec, recommended_allocations(rec), default)
     assert json.loads((default / "recommendation.json").read_text())["metric"] == "perplexity"
     assert (default / "notes.txt").read_text() == "mine" and (default / "adapter_config.json").is_file()
+
+
+def test_a_file_or_a_sweep_whose_runs_all_failed_gets_its_own_message(tmp_path, capsys):
+    file = tmp_path / "results.csv"
+    file.write_text("run_id,status\n")
+    assert cli_main(["recommend", str(file)]) == 2
+    assert f"{file} is a file, not a sweep directory" in one_error_line(capsys)
+    assert cli_main(["report", str(file)]) == 2
+    assert f"{file} is a file, not a sweep directory" in one_error_line(capsys)
+    assert file.read_text() == "run_id,status\n"
+
+    sweep = tmp_path / "failed"
+    write_suite(sweep, "all-failed", strategies=[{"strategy": "uniform", "label": "uniform"}], budgets=["r8"], seeds=[0, 1, 2])
+    for seed in (0, 1):
+        add_run(sweep, strategy="uniform", label="uniform", budget_label="r8", seed=seed, eval_loss=None, status="diverged",
+                error="non-finite loss at step 3", diverged_step=3)  # fmt: skip
+    add_run(
+        sweep,
+        strategy="uniform",
+        label="uniform",
+        budget_label="r8",
+        seed=2,
+        eval_loss=None,
+        status="oom",
+        error="CUDA out of memory",
+    )
+    assert cli_main(["recommend", str(sweep)]) == 2
+    err = one_error_line(capsys)
+    assert f"none of the 3 runs of sweep {sweep} finished (2 diverged, 1 oom;" in err
+    assert "non-finite loss at step 3" in err and "--retry-failed" in err and "run the sweep first" not in err
+    assert not (sweep / "recommended").exists()

@@ -122,6 +122,9 @@ def recommend(sweep_dir: str | Path, budget: str | None = None, metric: str = VA
     df = mark_chosen_rates(runs_frame(read.runs), read.runs, read.suite)
     done = done_runs(final_runs(df)) if len(df) else df
     if done.empty:
+        tried = final_runs(df) if len(df) else df
+        if len(tried):
+            raise UserError(_none_finished(sweep, tried))
         raise UserError(f"sweep {sweep} has no finished runs to recommend from; run the sweep first (adaptive-lora run)")
     if done[chosen.column].isna().all():
         raise UserError(f"no finished run of sweep {sweep} has {chosen.column}; choose another --metric")
@@ -135,6 +138,18 @@ def recommend(sweep_dir: str | Path, budget: str | None = None, metric: str = VA
     results = {str(run.path): run.result for run in read.runs}
     choices = [_choose(sweep, done, stats, b, chosen, results) for b in ([budget] if budget else with_baseline)]
     return Recommendation(str(sweep), chosen.column, chosen.name, chosen.higher_is_better, choices)
+
+
+def _none_finished(sweep: Path, runs: pd.DataFrame) -> str:
+    """Why there is nothing to recommend from when every run failed: the statuses and an error of the commonest."""
+    counts = runs["status"].value_counts()
+    first = runs[runs["status"] == counts.index[0]].sort_values("run_id").iloc[0]
+    error = " ".join(str(first["error"] or "no error recorded").split())[:200]
+    return (
+        f"none of the {len(runs)} runs of sweep {sweep} finished ({', '.join(f'{n} {s}' for s, n in counts.items())}; "
+        f"e.g. {first['run_id']}: {error}): see {sweep / 'report.md'}, fix the cause and rerun them with "
+        f"`adaptive-lora run <your suite> --out {sweep} --retry-failed`"
+    )
 
 
 def _choose(sweep: Path, done: pd.DataFrame, stats: pd.DataFrame, budget: str, metric: Metric, results: dict) -> BudgetChoice:
@@ -161,7 +176,10 @@ def _choose(sweep: Path, done: pd.DataFrame, stats: pd.DataFrame, budget: str, m
     if beat:
         statement = f"{best} beat {baseline} detectably on {metric.name} at {budget}; {best} is recommended"
     else:
-        statement = f"{NO_WIN} at {budget} (the best, {best}: {row['verdict']} on {metric.name}); {baseline} is recommended"
+        statement = (
+            f"{NO_WIN} at {budget} (the best non-{baseline} strategy, {best}: {row['verdict']} on {metric.name}); "
+            f"{baseline} is recommended"
+        )
     choice = BudgetChoice(budget, baseline, best, best if beat else baseline, bool(beat), statement, evidence, candidates)
     return _with_run(sweep, done, results, choice)
 

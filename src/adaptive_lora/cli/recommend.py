@@ -81,7 +81,12 @@ def format_recommendation(rec) -> str:
         lines.append("")
         lines.append(f"budget {choice.budget}: {choice.recommended}")
         if choice.best is not None:
-            lines.append(f"  best strategy {choice.best} vs {choice.baseline}:")
+            if choice.beat_baseline:
+                lines.append(f"  best strategy {choice.best}, detectably better than {choice.baseline}:")
+            else:
+                lines.append(
+                    f"  best non-{choice.baseline} strategy {choice.best}, not detectably better than {choice.baseline}:"
+                )
             lines += [format_evidence(e) for e in choice.evidence]
         lines.append(f"  {choice.statement}.")
         rate = "" if choice.learning_rate is None else f", learning rate {choice.learning_rate:g}"
