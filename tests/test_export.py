@@ -190,7 +190,9 @@ def test_the_trl_snippet_trains_the_runs_allocation_here(finished_run, tiny_llam
 
     rows = [{"prompt": f"Add {a} and {b}.", "completion": f" {a + b}"} for a in range(4) for b in range(4)]
     monkeypatch.chdir(tmp_path)  # output_dir="sft-<strategy>" is relative
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at call time: no hub call can leave the machine
     namespace = {"dataset": Dataset.from_list(rows)}
     exec(snippet, namespace)
     trainer = namespace["trainer"]
