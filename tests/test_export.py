@@ -200,6 +200,7 @@ def test_the_trl_snippet_trains_the_runs_allocation_here(finished_run, tiny_llam
     verify(trainer.model, load_run_allocation(open_run(finished_run)))  # every module at the run's rank and alpha
 
 
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # SFTConfig's own default
 def test_the_trl_snippet_sets_precision_for_the_machine(finished_run, monkeypatch):
     """bf16 on a CPU only with bf16 units, and then TRL accepts it; the comment says how to change it."""
     pytest.importorskip("trl")

@@ -305,6 +305,7 @@ def test_an_unmarked_directory_is_ours_only_with_a_result_or_config_we_wrote(fin
         ),
         "another trainer's result": ({"result.json": json.dumps({"accuracy": 0.9}), "config.yaml": "lr: 1\n"}, False),
         "unreadable files": ({"result.json": "{", "config.yaml": "[", "train.log": "x\n"}, False),
+        "empty files": ({"result.json": "null", "config.yaml": "", "train.log": ""}, False),
     }
     for name, (files, is_ours) in cases.items():
         out = tmp_path / name.replace(" ", "-").replace("'", "")

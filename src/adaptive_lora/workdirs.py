@@ -82,6 +82,8 @@ def _is_our_config(path: Path) -> bool:
     """A config.yaml that train() dumped: a valid run config holding every key the oldest dump held."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            return False
         RunConfig.from_dict(data)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, UserError):
         return False
