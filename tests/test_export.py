@@ -172,3 +172,73 @@ def test_axolotl_needs_whole_number_alphas():
     allocation = Allocation(anatomy, ranks, alphas_for(ranks, "proportional", 16.0, 6), lora_r=6, lora_alpha=16.0)  # 10.67
     with pytest.raises(UserError, match="whole-number LoRA alphas"):
         axolotl_fragment(allocation)
+
+
+def test_the_trl_snippet_trains_the_runs_allocation_here(finished_run, tiny_llama_dir, tmp_path, monkeypatch, capsys):
+    """The printed script itself, executed with TRL's SFTTrainer (offline, on this machine) for the run's steps."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+
+    from adaptive_lora.environment import cpu_has_bf16
+
+    assert cli_main(["export", str(finished_run)]) == 0
+    snippet = capsys.readouterr().out
+    on_gpu = torch.cuda.is_available()
+    assert ("use_cpu=False" if on_gpu else "use_cpu=True") in snippet
+    if not on_gpu:  # TRL's default (bf16=True) stops a script on a CPU; bf16 only where the CPU has bf16 units
+        assert f"bf16={cpu_has_bf16()}," in snippet
+
+    rows = [{"prompt": f"Add {a} and {b}.", "completion": f" {a + b}"} for a in range(4) for b in range(4)]
+    monkeypatch.chdir(tmp_path)  # output_dir="sft-<strategy>" is relative
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at call time: no hub call can leave the machine
+    namespace = {"dataset": Dataset.from_list(rows)}
+    exec(snippet, namespace)
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == open_run(finished_run).config.training.max_steps
+    verify(trainer.model, load_run_allocation(open_run(finished_run)))  # every module at the run's rank and alpha
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # SFTConfig's own default
+def test_the_trl_snippet_sets_precision_for_the_machine(finished_run, monkeypatch):
+    """bf16 on a CPU only with bf16 units, and then TRL accepts it; the comment says how to change it."""
+    pytest.importorskip("trl")
+    from trl import SFTConfig
+
+    from adaptive_lora import export
+
+    run = open_run(finished_run)
+    allocation = load_run_allocation(run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for units in (False, True):
+        monkeypatch.setattr(export, "cpu_has_bf16", lambda units=units: units)
+        settings = [line for line in export.trl_snippet(run, allocation).splitlines() if "bf16=" in line or "use_cpu=" in line]
+        assert settings[0].strip().startswith(f"bf16={units},") and settings[1].strip().startswith("use_cpu=True,")
+        assert "on a GPU: use_cpu=False" in settings[1]
+        kwargs = dict(line.strip().split("  #")[0].rstrip(",").split("=") for line in settings)
+        SFTConfig(output_dir="unused", bf16=kwargs["bf16"] == "True", use_cpu=kwargs["use_cpu"] == "True")  # accepted here
+
+
+@pytest.mark.parametrize(
+    "strategy, params, dropped",
+    [
+        ("eva", {"rank": 8, "rho": 2.0, "init": True}, "initialisation"),
+        ("eva", {"rank": 8, "rho": 2.0, "init": False}, None),  # "eva ranks, standard init": nothing to drop
+        ("adalora", {"rank": 8, "prune": False}, "training dynamics"),
+        ("linear_decay", {"start": 8, "end": 2}, None),
+    ],
+)
+def test_export_warns_in_one_line_when_it_drops_what_is_not_ranks(finished_run, tmp_path, capsys, strategy, params, dropped):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    record = json.loads((run / "allocation.json").read_text())
+    (run / "allocation.json").write_text(json.dumps({**record, "strategy": strategy, "params": params}))
+    assert cli_main(["export", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "peft_config=peft_config" in captured.out and "warning" not in captured.out  # stdout stays a script
+    if dropped is None:
+        assert captured.err == ""
+    else:
+        assert captured.err.count("\n") == 1 and captured.err.startswith(f"warning: {run} used {strategy}'s")
+        assert dropped in captured.err and "--peft" in captured.err

@@ -16,6 +16,7 @@ from adaptive_lora import plan, train
 from adaptive_lora.cli import main as cli_main
 from adaptive_lora.config import RunConfig
 from adaptive_lora.errors import UserError
+from adaptive_lora.export import dropped_by_retraining, load_run_allocation, open_run
 from adaptive_lora.training import prepare_base
 
 DATA_DRIVEN = [
@@ -179,6 +180,8 @@ def test_eva_training_end_to_end(tiny_dir, data_file, tmp_path, base):
     saved = json.loads((tmp_path / "run" / "allocation.json").read_text())
     assert saved["meta"]["eva_init"].startswith("lora_A from EVA") and result["probe_time_s"] >= saved["meta"]["eva_init_time_s"]
     assert result["trainable_params"] == saved["trainable_params"] <= saved["budget"]["target"]
+    run = open_run(tmp_path / "run")  # the TRL / axolotl exports retrain plain LoRA: export says what they drop
+    assert "initialisation" in dropped_by_retraining(run, load_run_allocation(run))
 
 
 # --- AdaLoRA ---------------------------------------------------------------------------------------
@@ -220,6 +223,8 @@ def adalora_run(tiny_dir, data_file, tmp_path_factory, base):
 def test_adalora_final_pattern_fits_the_budget_and_is_recorded(adalora_run, base):
     out, result, attached = adalora_run
     assert result["status"] == "done", result["error"]
+    run = open_run(out)  # the TRL / axolotl exports retrain plain LoRA: export says what they drop
+    assert "training dynamics" in dropped_by_retraining(run, load_run_allocation(run))
     saved = json.loads((out / "allocation.json").read_text())
     meta = saved["meta"]
     target = saved["budget"]["target"]

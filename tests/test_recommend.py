@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from peft import LoraConfig, get_peft_model
 
 from adaptive_lora import plan, verify
 from adaptive_lora.allocation import Allocation
 from adaptive_lora.budget import budget_for_rank
 from adaptive_lora.cli import main as cli_main
+from adaptive_lora.cli.recommend import format_recommendation
 from adaptive_lora.errors import UserError
 from adaptive_lora.planning import anatomy_of
 from adaptive_lora.recommend import (
@@ -62,9 +64,12 @@ def allocations(models) -> dict[str, Allocation]:
     return {s: plan(str(models["source"]), s, params or None, budget_rank=8) for s, params in STRATEGIES.items()}
 
 
-def tiny_sweep(root: Path, model: Path, allocations: dict[str, Allocation], diffs: dict[str, tuple]) -> Path:
+def tiny_sweep(
+    root: Path, model: Path, allocations: dict[str, Allocation], diffs: dict[str, tuple], target_modules: list[str] | None = None
+) -> Path:
     """A finished r8 sweep on a real tiny model: uniform, two strategies and a control, three seeds,
-    with validation and test losses (uniform's: 3.0 + 0.1 x seed) and test exact match."""
+    with validation and test losses (uniform's: 3.0 + 0.1 x seed) and test exact match; the runs
+    adapted `target_modules` (all linear modules when None)."""
     sweep = root / "sweep"
     entries = [{"strategy": s, "label": s} for s in STRATEGIES] + [
         {"strategy": "attention_heavy", "label": CONTROL, "role": "control"}
@@ -81,6 +86,8 @@ def tiny_sweep(root: Path, model: Path, allocations: dict[str, Allocation], diff
             run_dir = sweep / "runs" / result["run_id"]
             allocations[strategy].save(run_dir)
             result["test"] = {"loss": round(loss + 0.05, 10), "exact_match": round(0.4 - diff, 10), "n_rows": 50}
+            result["config"]["allocation"]["target_modules"] = target_modules
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(result["config"], sort_keys=False))
             (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return sweep
 
@@ -144,6 +151,7 @@ def test_a_strategy_that_clearly_beats_uniform_is_recommended_with_its_evidence(
     model = get_peft_model(tiny_model("llama", num_layers=4), config)
     verify(model, written)
     assert "budget r8: linear_decay" in printed and "beat uniform detectably" in printed and NO_WIN not in printed
+    assert "best strategy linear_decay, detectably better than uniform:" in printed
     assert "validation loss (lower is better)" in printed and "Holm p" in printed and "MDE" in printed
 
 
@@ -151,7 +159,9 @@ def test_no_detectable_difference_recommends_uniform_and_says_so(tie_sweep, allo
     out = tmp_path / "rec"
     assert cli_main(["recommend", str(tie_sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"{NO_WIN} at r8" in printed
+    assert f"{NO_WIN} at r8 (the best non-uniform strategy, linear_decay: no detectable difference" in printed
+    assert "best non-uniform strategy linear_decay, not detectably better than uniform:" in printed
+    assert "best strategy" not in printed
     (choice,) = json.loads((out / "recommendation.json").read_text())["budgets"]
     assert (choice["best"], choice["recommended"], choice["beat_baseline"]) == ("linear_decay", "uniform", False)
     e = choice["evidence"][0]
@@ -204,8 +214,8 @@ def test_with_a_model_the_files_are_for_that_model(win_sweep, models, allocation
     verify(get_peft_model(tiny_model("llama", num_layers=8), LoraConfig.from_pretrained(out)), written)
 
 
-def test_a_role_the_source_lacks_takes_its_groups_rank(models):
-    """GPT-2's fused qkv takes the mean attention rank, its MLP roles the MLP ranks."""
+def test_a_fused_qkv_takes_the_rank_of_q_k_and_v_together(models):
+    """GPT-2's fused qkv takes the mean rank of q, k and v, which the source all adapted; gate has no counterpart."""
     source = plan(str(models["source"]), "attention_heavy", {"rank": 8})  # attention 8, MLP 4
     gpt2 = anatomy_of(str(models["gpt2"]))
     shape = transfer_shape(source, gpt2)
@@ -213,6 +223,60 @@ def test_a_role_the_source_lacks_takes_its_groups_rank(models):
     roles = gpt2.by_name()
     by_role = {role: {v for name, v in shape.items() if roles[name].role == role} for role in ("qkv", "o", "up", "down")}
     assert by_role == {"qkv": {8.0}, "o": {8.0}, "up": {4.0}, "down": {4.0}}
+    assert transfer_allocation(source, gpt2, "r8").meta["transfer"]["not_transferred"] == ["gate"]
+
+
+# Per rank of every layer of the tiny Llama (hidden 32, 4 heads of 8, 2 key/value heads): q 32->32, v 32->16,
+# k 32->16, o 32->32, up and gate 32->48, down 48->32; LoRA costs in + out parameters per rank.
+PER_RANK = {"q": 32 + 32, "k": 32 + 16, "v": 32 + 16, "o": 32 + 32, "up": 32 + 48, "gate": 32 + 48, "down": 48 + 32}
+
+
+@pytest.fixture(scope="module")
+def q_v_sweep(tmp_path_factory, models) -> Path:
+    """A sweep whose runs adapted q and v only (allocation.target_modules=[q, v])."""
+    planned = {
+        s: plan(str(models["source"]), s, p or None, budget_rank=8, target_modules=["q", "v"]) for s, p in STRATEGIES.items()
+    }
+    assert {m.role for a in planned.values() for m in a.modules} == {"q", "v"}
+    return tiny_sweep(tmp_path_factory.mktemp("q-v"), models["source"], planned, CLEAR_WIN, ["q", "v"])
+
+
+def test_a_q_v_only_recommendation_transferred_stays_on_q_v_at_the_targets_uniform_cost(q_v_sweep, models, tmp_path, capsys):
+    out = tmp_path / "rec"
+    assert cli_main(["recommend", str(q_v_sweep), "--model", str(models["deeper"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((out / "allocation.json").read_text())
+    assert {m["role"] for m in written["modules"]} == {"q", "v"} and len(written["modules"]) == 2 * 8  # every layer
+    assert {m["name"].rsplit(".", 1)[-1] for m in written["modules"]} == {"q_proj", "v_proj"}
+    budget = 8 * 8 * (PER_RANK["q"] + PER_RANK["v"])  # uniform r8 on q and v of the 8-layer target
+    assert written["budget"]["target"] == budget
+    assert 0 <= budget - written["trainable_params"] < PER_RANK["q"]  # within one rank step of it
+    assert len({m["rank"] for m in written["modules"]}) > 1  # linear_decay's shape, not uniform
+    assert f"{written['trainable_params']:,} trainable parameters for {models['deeper']} on q, v," in printed
+    assert "not transferred" not in printed
+    config = LoraConfig.from_pretrained(out)  # PEFT adapts exactly these modules
+    verify(
+        get_peft_model(tiny_model("llama", num_layers=8), config),
+        Allocation.load(out / "allocation.json", anatomy_of(str(models["deeper"]))),
+    )
+
+
+def test_a_role_the_target_lacks_is_reported_and_none_at_all_is_one_line(q_v_sweep, models, tmp_path, capsys):
+    """GPT-2 fuses q, k and v: adapting its qkv would add k, so q and v do not transfer."""
+    assert cli_main(["recommend", str(q_v_sweep), "--model", str(models["gpt2"]), "--out", str(tmp_path / "rec")]) == 2
+    err = one_error_line(capsys)
+    assert "roles q, v" in err and "gpt2" in err and not (tmp_path / "rec" / "allocation.json").exists()
+
+    source = plan(str(models["source"]), "linear_decay", budget_rank=8, target_modules=["q", "v", "up", "down"])
+    moved = transfer_allocation(source, str(models["gpt2"]), "r8")
+    gpt2 = anatomy_of(str(models["gpt2"]), ["up", "down"])
+    assert {m.role for m in moved.modules} == {"up", "down"} and moved.meta["transfer"]["not_transferred"] == ["q", "v"]
+    assert moved.budget["target"] == budget_for_rank(gpt2, 8)  # the cost of r8 on the modules that did transfer
+    rec = recommend(q_v_sweep)
+    rec.model = str(models["gpt2"])
+    write_recommendation(rec, {"r8": moved}, tmp_path / "rec2")
+    printed = format_recommendation(rec)
+    assert "on up, down," in printed and "not transferred: role(s) q, v of the recommended run" in printed
 
 
 def test_the_output_directory_never_holds_the_users_files(win_sweep, tmp_path, capsys):
@@ -238,3 +302,34 @@ def test_the_output_directory_never_holds_the_users_files(win_sweep, tmp_path, c
     write_recommendation(rec, recommended_allocations(rec), default)
     assert json.loads((default / "recommendation.json").read_text())["metric"] == "perplexity"
     assert (default / "notes.txt").read_text() == "mine" and (default / "adapter_config.json").is_file()
+
+
+def test_a_file_or_a_sweep_whose_runs_all_failed_gets_its_own_message(tmp_path, capsys):
+    file = tmp_path / "results.csv"
+    file.write_text("run_id,status\n")
+    assert cli_main(["recommend", str(file)]) == 2
+    assert f"{file} is a file, not a sweep directory" in one_error_line(capsys)
+    assert cli_main(["report", str(file)]) == 2
+    assert f"{file} is a file, not a sweep directory" in one_error_line(capsys)
+    assert file.read_text() == "run_id,status\n"
+
+    sweep = tmp_path / "failed"
+    write_suite(sweep, "all-failed", strategies=[{"strategy": "uniform", "label": "uniform"}], budgets=["r8"], seeds=[0, 1, 2])
+    for seed in (0, 1):
+        add_run(sweep, strategy="uniform", label="uniform", budget_label="r8", seed=seed, eval_loss=None, status="diverged",
+                error="non-finite loss at step 3", diverged_step=3)  # fmt: skip
+    add_run(
+        sweep,
+        strategy="uniform",
+        label="uniform",
+        budget_label="r8",
+        seed=2,
+        eval_loss=None,
+        status="oom",
+        error="CUDA out of memory",
+    )
+    assert cli_main(["recommend", str(sweep)]) == 2
+    err = one_error_line(capsys)
+    assert f"none of the 3 runs of sweep {sweep} finished (2 diverged, 1 oom;" in err
+    assert "non-finite loss at step 3" in err and "--retry-failed" in err and "run the sweep first" not in err
+    assert not (sweep / "recommended").exists()

@@ -115,6 +115,30 @@ def test_recording_a_new_suite_keeps_the_earlier_one(tmp_path):
     assert sorted(p.name for p in (sweep / "suites").iterdir()) == sorted(f"{s.suite_id}.yaml" for s in (first, second))
 
 
+def test_every_unreadable_suite_is_kept_under_its_own_number(tmp_path):
+    from adaptive_lora.sweep.runner import record_suite
+    from adaptive_lora.sweep.suite import suite_from_dict
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    suite = suite_from_dict({"name": "mix", **suite_data(40)})
+    broken = [b"name: [unclosed\n", b"\xff\xfe not UTF-8\n", b"strategies: 3\n"]  # YAML error, bytes, not a suite
+    for written in broken:
+        (sweep / "suite.yaml").write_bytes(written)
+        assert record_suite(sweep, suite) is None
+    history = sweep / "suites"
+    assert sorted(p.name for p in history.iterdir()) == ["unreadable-1.yaml", "unreadable-2.yaml", "unreadable-3.yaml"]
+    assert [(history / f"unreadable-{n}.yaml").read_bytes() for n in (1, 2, 3)] == broken
+    (sweep / "suite.yaml").write_bytes(broken[1])  # one kept before is not kept twice
+    record_suite(sweep, suite)
+    assert len(list(history.iterdir())) == 3 and yaml.safe_load((sweep / "suite.yaml").read_text()) == suite.data
+    from adaptive_lora.errors import UserError
+
+    for key, value in (("strategies", 3), ("budgets", "r8")):  # what made the third one unreadable: one line, not a crash
+        with pytest.raises(UserError, match=f"'{key}' must be a list"):
+            suite_from_dict({"name": "mix", **suite_data(40), key: value})
+
+
 def test_two_real_runs_into_one_directory(tiny_llama_dir, data_file, tmp_path, capsys):
     from adaptive_lora.cli import main as cli_main
 

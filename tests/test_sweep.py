@@ -125,12 +125,15 @@ def test_sweep_runs_reports_and_skips_finished_runs(tiny_llama_dir, data_file, t
     assert capsys.readouterr().err.count("skipped (done") == 4
 
 
-def test_failed_runs_are_kept_and_retried_only_when_asked(tiny_llama_dir, data_file, tmp_path):
+def test_failed_runs_are_kept_and_retried_only_when_asked(tiny_llama_dir, data_file, tmp_path, capsys):
     suite_path = write_suite(tmp_path, tiny_llama_dir, data_file, seeds=[0])
     out = tmp_path / "sweep"
     diverging = ["training.learning_rate=1e12", "training.max_grad_norm=0", "training.warmup_ratio=0", "training.max_steps=6"]
-    summary = run_sweep(load_suite(str(suite_path), diverging), out, SweepOptions(quiet=True))
-    assert set(summary["statuses"].values()) == {"diverged"}
+    capsys.readouterr()
+    assert cli_main(["run", str(suite_path), *diverging, "--out", str(out), "--quiet"]) == 1  # no run finished
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"no run of {out} finished (2 diverged)" in errors[0] and "--retry-failed" in errors[0]
+    assert set(r["status"] for r in results(out).values()) == {"diverged"}
     summary = run_sweep(load_suite(str(suite_path), diverging), out, SweepOptions(quiet=True))
     assert set(summary["statuses"].values()) == {"diverged"}  # skipped, still reported
     write_report(out)

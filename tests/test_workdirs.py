@@ -194,9 +194,12 @@ def test_clearing_keeps_checkpoints_for_resume_and_never_touches_other_files(tmp
 
     out = claim_run_dir(tmp_path / "run")
     for name in RUN_FILES:
-        if name in ("adapter", "checkpoints"):
+        if name == "adapter":  # with what a run writes there
             (out / name).mkdir()
-            (out / name / "weights.bin").write_bytes(b"\0")
+            (out / name / "adapter_model.safetensors").write_bytes(b"\0")
+        elif name == "checkpoints":
+            (out / name / "checkpoint-1").mkdir(parents=True)
+            (out / name / "checkpoint-1" / "optimizer.pt").write_bytes(b"\0")
         else:
             (out / name).write_text("x")
     (out / "checkpoints" / "checkpoint-2").mkdir()
@@ -243,3 +246,114 @@ def test_a_file_where_the_directory_should_be_is_one_line(tmp_path, tiny_llama_d
     assert cli_main(train_args(tiny_llama_dir, data_file, out)) == 2
     assert str(out) in one_error_line(capsys.readouterr().err)
     assert out.read_text() == "my results\n"
+
+
+def another_trainers_directory(path: Path) -> Path:
+    """What another trainer leaves (issue 18, item 1): its own config.yaml, train.log and checkpoints/."""
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "config.yaml").write_text("model_name_or_path: gpt2\nlearning_rate: 3.0e-5\nnum_train_epochs: 3\n")
+    (path / "train.log").write_text("step 100: loss 1.234\n")
+    (path / "checkpoints" / "step-100.bin").write_bytes(b"\x00\x01weights")
+    return path
+
+
+def test_another_trainers_run_directory_survives_train_and_overwrite(tiny_llama_dir, data_file, tmp_path, capsys):
+    """Names alone (config.yaml, train.log, checkpoints/) are no proof that adaptive-lora wrote a directory."""
+    out = another_trainers_directory(tmp_path / "their-run")
+    before = snapshot(out)
+    for extra in ((), ("--overwrite",)):
+        capsys.readouterr()
+        assert cli_main(train_args(tiny_llama_dir, data_file, out, *extra)) == 2, extra
+        line = one_error_line(capsys.readouterr().err)
+        assert str(out) in line and "nothing was changed" in line
+        assert snapshot(out) == before, extra
+
+
+def test_an_unmarked_directory_is_ours_only_with_a_result_or_config_we_wrote(finished_run, tmp_path):
+    from adaptive_lora.errors import UserError
+    from adaptive_lora.schema import RUN_MARKER
+    from adaptive_lora.workdirs import check_run_dir, is_run_dir
+
+    ours = json.loads((finished_run / "result.json").read_text())
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    cases = {
+        # proof: our result.json (required keys, known status, the versions it ran with) or a full config dump
+        "our result": ({"result.json": json.dumps(ours), "train.log": "x\n"}, True),
+        "our config": ({"config.yaml": yaml.safe_dump(config), "train.log": "x\n"}, True),
+        # what 3b29899 dumped: no eval section, no test_set_size, packing or token_budget
+        "pre-marker config": (
+            {
+                "config.yaml": yaml.safe_dump(
+                    {
+                        k: {kk: vv for kk, vv in v.items() if kk not in ("test_set_size", "packing", "token_budget")}
+                        for k, v in config.items()
+                        if k != "eval"
+                    }
+                ),
+                "train.log": "x\n",
+            },
+            True,
+        ),
+        # no proof
+        "a result without versions": (
+            {"result.json": json.dumps({k: v for k, v in ours.items() if k != "environment"}), "config.yaml": "{}\n"},
+            False,
+        ),
+        "a hand-written adaptive-lora config": (
+            {"config.yaml": yaml.safe_dump({"model": config["model"], "training": config["training"]}), "train.log": "x\n"},
+            False,
+        ),
+        "another trainer's result": ({"result.json": json.dumps({"accuracy": 0.9}), "config.yaml": "lr: 1\n"}, False),
+        "unreadable files": ({"result.json": "{", "config.yaml": "[", "train.log": "x\n"}, False),
+        "empty files": ({"result.json": "null", "config.yaml": "", "train.log": ""}, False),
+    }
+    for name, (files, is_ours) in cases.items():
+        out = tmp_path / name.replace(" ", "-").replace("'", "")
+        out.mkdir()
+        for file, text in files.items():
+            (out / file).write_text(text)
+        assert (RUN_MARKER not in files) and is_run_dir(out) == (is_ours and "result.json" in files), name
+        if is_ours:
+            check_run_dir(out)
+        else:
+            with pytest.raises(UserError, match="not an adaptive-lora run directory"):
+                check_run_dir(out)
+
+
+def test_a_sub_directory_named_like_ours_that_holds_foreign_files_is_never_cleared(
+    finished_run, tiny_llama_dir, data_file, tmp_path, capsys
+):
+    """Even in a marked run directory: checkpoints/ or tensorboard/ the run did not write is refused, not cleared."""
+    from adaptive_lora.workdirs import clear_run_dir
+
+    for name, foreign in (("checkpoints", "step-100.bin"), ("tensorboard", "my-plot.png"), ("adapter", "notes.md")):
+        out = tmp_path / name / "run"
+        shutil.copytree(finished_run, out)
+        (out / name).mkdir(exist_ok=True)
+        (out / name / foreign).write_text("the user's\n")
+        before = snapshot(out)
+        capsys.readouterr()
+        assert cli_main(train_args(tiny_llama_dir, data_file, out, "--overwrite")) == 2, name
+        line = one_error_line(capsys.readouterr().err)
+        assert str(out / name) in line and foreign in line
+        assert snapshot(out) == before, name
+        clear_run_dir(out)  # the API call alone does not remove it either
+        assert (out / name / foreign).read_text() == "the user's\n"
+        assert not (out / "result.json").exists()
+
+
+def test_clearing_removes_what_a_run_wrote_in_its_sub_directories(tmp_path):
+    from adaptive_lora.workdirs import check_run_dir, claim_run_dir, clear_run_dir
+
+    out = claim_run_dir(tmp_path / "run")
+    for path in ("checkpoints/checkpoint-2/trainer_state.json", "checkpoints/tmp-checkpoint-4/optimizer.pt"):
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text("{}")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events.out.tfevents.1.host.1.0").write_bytes(b"\0")
+    (out / "adapter").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        (out / "adapter" / name).write_text("{}")
+    check_run_dir(out)  # no error
+    clear_run_dir(out)
+    assert [p.name for p in out.iterdir()] == [".adaptive-lora-run"]

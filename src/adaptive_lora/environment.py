@@ -115,6 +115,12 @@ def resolved_precision_override(model_precision: str | None, model_device: str |
     return {"model.precision": resolve_precision("auto", resolve_device(model_device or "auto"))}
 
 
+def cpu_has_bf16() -> bool:
+    """This CPU computes bf16 in hardware (AVX512-BF16 or AMX) and this torch can use it; without such
+    units bf16 is emulated and slower than fp32."""
+    return bool(cpu_features()["cpu_bf16"])
+
+
 def resolve_token_budget(token_budget: int | None, device: str) -> int | None:
     """Tokens per forward/backward pass: None (unset) is CPU_TOKEN_BUDGET on CPU and no limit on GPU; 0 is no limit."""
     if token_budget is None:

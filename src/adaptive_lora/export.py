@@ -29,11 +29,13 @@ from peft import PeftModel
 
 from .allocation import Allocation
 from .config import RunConfig, load_run_config
+from .environment import cpu_has_bf16
 from .errors import UserError
 from .io import atomic_write_text
 from .models import load_model, load_tokenizer, resolve_model_path
 from .planning import anatomy_of
 from .schema import ADAPTER_DIR, CONFIG_FILE, read_allocation, read_result
+from .strategies import hooks_for
 
 DTYPES = ("float32", "bfloat16", "float16")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -75,6 +77,25 @@ def load_run_allocation(run: FinishedRun) -> Allocation:
     """The run's final allocation.json on the anatomy of its model (its config alone is read)."""
     anatomy = anatomy_of(run.config.model.name, trust_remote_code=run.config.model.trust_remote_code)
     return Allocation.from_record(read_allocation(run.dir), anatomy, str(run.dir / "allocation.json"))
+
+
+# What the TRL snippet and the axolotl fragment cannot carry: they train plain LoRA at the final ranks.
+_NOT_CARRIED = {
+    "initialisation": "initialisation of the LoRA weights",
+    "dynamics": "training dynamics (ranks and loss terms that change during training)",
+}
+
+
+def dropped_by_retraining(run: FinishedRun, allocation: Allocation) -> str | None:
+    """One line when the run used more than its ranks, which a from-scratch LoRA export (TRL, axolotl) drops."""
+    changes = hooks_for(allocation.strategy).changes_in(allocation.params)
+    if not changes:
+        return None
+    what = " and ".join(_NOT_CARRIED.get(c, c) for c in changes)
+    return (
+        f"{run.dir} used {allocation.strategy}'s {what}; the TRL snippet and the axolotl fragment train plain LoRA "
+        f"at its final ranks without it (--peft and --merged keep the trained weights)"
+    )
 
 
 def check_new_output(path: str | Path, kind: str = "directory") -> Path:
@@ -226,8 +247,31 @@ def lora_config_source(allocation: Allocation, lora_dropout: float = 0.0) -> str
     return "\n".join([*lines, ")"])
 
 
+def precision_lines() -> list[str]:
+    """SFTConfig's precision and device for the machine the snippet is written on. TRL turns bf16 on by
+    default, which stops the script on a CPU ("doesn't support bf16/gpu") and on GPUs older than Ampere."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slower than fp16
+            return [
+                f"        bf16=True,  # written on a {name}; on a GPU without bf16 set fp16=True, bf16=False",
+                "        use_cpu=False,  # on a CPU: use_cpu=True and bf16=False (unless it has bf16 units: AVX512-BF16 or AMX)",
+            ]
+        return [
+            f"        bf16=False,  # written on a {name} (no bf16): mixed fp16 instead; on an Ampere or newer GPU use bf16=True",
+            "        fp16=True,",
+            "        use_cpu=False,  # on a CPU: use_cpu=True and fp16=False",
+        ]
+    bf16 = cpu_has_bf16()
+    units = "with bf16 units (AVX512-BF16 or AMX)" if bf16 else "without bf16 units: bf16 would be emulated, slower than fp32"
+    return [
+        f"        bf16={bf16},  # written on a CPU {units}",
+        "        use_cpu=True,  # on a GPU: use_cpu=False, and bf16=True where it supports bf16 (Ampere or newer), else fp16=True",
+    ]
+
+
 def trl_snippet(run: FinishedRun, allocation: Allocation) -> str:
-    """A TRL script that trains this run's allocation with SFTTrainer."""
+    """A TRL script that trains this run's allocation with SFTTrainer, with precision and device set for this machine."""
     cfg = run.config
     t = cfg.training
     length = f"max_steps={t.max_steps}" if t.max_steps > 0 else f"num_train_epochs={_py(t.num_epochs)}"
@@ -253,6 +297,7 @@ def trl_snippet(run: FinishedRun, allocation: Allocation) -> str:
             f"        {length},",
             f"        lr_scheduler_type={_py(t.lr_scheduler)},",
             f"        max_length={t.sequence_len},",
+            *precision_lines(),
             "    ),",
             "    peft_config=peft_config,",
             ")",

@@ -36,6 +36,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def atomic_create_bytes(path: str | Path, data: bytes) -> None:
+    """Like atomic_write_bytes, but never replaces a file: FileExistsError when `path` exists (even when
+    another process creates it at the same moment), and then nothing is written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # unlike a rename, a link fails when the name is taken
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
     try:

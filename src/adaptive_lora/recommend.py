@@ -8,13 +8,12 @@
 Per budget the best strategy group (at its chosen learning rate) is picked on a *validation* metric
 and compared with the baseline (uniform) at that budget using the report's paired statistics; it is
 recommended only when it is detectably better, otherwise uniform is. Choosing on a test metric is
-refused: the test numbers would then no longer be held out. `transfer_allocation` carries a
-recommended shape to another model by relative depth and role ("allocate small, train big").
+refused: the test numbers would then no longer be held out. With a model, the recommended shape is
+carried to it by relative depth and role (transfer.py: the same roles, at that model's budget).
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -23,17 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from .allocation import Allocation, alphas_for
-from .anatomy import Anatomy
-from .budget import budget_for_rank, match_budget
+from .allocation import Allocation
 from .errors import UserError
 from .io import atomic_write_text, write_json
-from .planning import DEFAULTS, anatomy_of
+from .planning import anatomy_of
 from .report import compare as paired
 from .report.collect import OWN_BUDGET, budget_order, done_runs, mark_chosen_rates, read_sweep, relative_path, runs_frame
 from .report.compare import Metric, compare, final_runs, paired_stats, verdict
 from .report.stats import finite, holm
-from .schema import ALLOCATION_FILE, ATTENTION_ROLES, MLP_ROLES, read_allocation
+from .schema import ALLOCATION_FILE, read_allocation
+from .transfer import transfer_allocation, transfer_shape  # noqa: F401 - transfer_shape re-exported
 
 VALIDATION_LOSS, FORGETTING = paired.VALIDATION_LOSS, paired.FORGETTING
 PERPLEXITY = Metric("perplexity", "validation perplexity", False, 3)
@@ -124,6 +122,9 @@ def recommend(sweep_dir: str | Path, budget: str | None = None, metric: str = VA
     df = mark_chosen_rates(runs_frame(read.runs), read.runs, read.suite)
     done = done_runs(final_runs(df)) if len(df) else df
     if done.empty:
+        tried = final_runs(df) if len(df) else df
+        if len(tried):
+            raise UserError(_none_finished(sweep, tried))
         raise UserError(f"sweep {sweep} has no finished runs to recommend from; run the sweep first (adaptive-lora run)")
     if done[chosen.column].isna().all():
         raise UserError(f"no finished run of sweep {sweep} has {chosen.column}; choose another --metric")
@@ -137,6 +138,18 @@ def recommend(sweep_dir: str | Path, budget: str | None = None, metric: str = VA
     results = {str(run.path): run.result for run in read.runs}
     choices = [_choose(sweep, done, stats, b, chosen, results) for b in ([budget] if budget else with_baseline)]
     return Recommendation(str(sweep), chosen.column, chosen.name, chosen.higher_is_better, choices)
+
+
+def _none_finished(sweep: Path, runs: pd.DataFrame) -> str:
+    """Why there is nothing to recommend from when every run failed: the statuses and an error of the commonest."""
+    counts = runs["status"].value_counts()
+    first = runs[runs["status"] == counts.index[0]].sort_values("run_id").iloc[0]
+    error = " ".join(str(first["error"] or "no error recorded").split())[:200]
+    return (
+        f"none of the {len(runs)} runs of sweep {sweep} finished ({', '.join(f'{n} {s}' for s, n in counts.items())}; "
+        f"e.g. {first['run_id']}: {error}): see {sweep / 'report.md'}, fix the cause and rerun them with "
+        f"`adaptive-lora run <your suite> --out {sweep} --retry-failed`"
+    )
 
 
 def _choose(sweep: Path, done: pd.DataFrame, stats: pd.DataFrame, budget: str, metric: Metric, results: dict) -> BudgetChoice:
@@ -163,7 +176,10 @@ def _choose(sweep: Path, done: pd.DataFrame, stats: pd.DataFrame, budget: str, m
     if beat:
         statement = f"{best} beat {baseline} detectably on {metric.name} at {budget}; {best} is recommended"
     else:
-        statement = f"{NO_WIN} at {budget} (the best, {best}: {row['verdict']} on {metric.name}); {baseline} is recommended"
+        statement = (
+            f"{NO_WIN} at {budget} (the best non-{baseline} strategy, {best}: {row['verdict']} on {metric.name}); "
+            f"{baseline} is recommended"
+        )
     choice = BudgetChoice(budget, baseline, best, best if beat else baseline, bool(beat), statement, evidence, candidates)
     return _with_run(sweep, done, results, choice)
 
@@ -236,7 +252,7 @@ def _mean(group: pd.DataFrame, column: str) -> float | None:
     return finite(group[column].astype(float).mean()) if len(group) else None
 
 
-# --- the recommended allocation, and its transfer to another model ------------------------------
+# --- the recommended allocation, and its transfer to another model (transfer.py) -----------------
 
 
 def recommended_allocation(rec: Recommendation, choice: BudgetChoice) -> Allocation:
@@ -246,72 +262,6 @@ def recommended_allocation(rec: Recommendation, choice: BudgetChoice) -> Allocat
     run_dir = Path(rec.sweep) / choice.run_dir if not Path(choice.run_dir).is_absolute() else Path(choice.run_dir)
     anatomy = anatomy_of(choice.source_model, choice.target_modules, choice.trust_remote_code)
     return Allocation.from_record(read_allocation(run_dir), anatomy, str(run_dir / ALLOCATION_FILE))
-
-
-def transfer_shape(source: Allocation, target: Anatomy) -> dict[str, float]:
-    """Target module -> source rank at the same relative depth and role.
-
-    A target module at layer l of L takes the mean rank of its role at the source layer nearest to
-    relative depth l / (L - 1); a role the source lacks takes the mean rank of its group (attention or
-    MLP) there. Target modules of a group the source did not adapt at all are left out.
-    """
-    cells: dict[tuple[int, str], list[int]] = {}
-    for m in source.modules:
-        cells.setdefault((m.layer, m.role), []).append(source.ranks[m.name])
-    shape = {}
-    for m in target.modules:
-        group = ATTENTION_ROLES if m.role in ATTENTION_ROLES else MLP_ROLES if m.role in MLP_ROLES else {m.role}
-        roles = {m.role} if any(role == m.role for _, role in cells) else {r for _, r in cells if r in group}
-        layers = sorted({layer for layer, role in cells if role in roles})
-        if not layers:
-            continue
-        depth = _depth(m.layer, target.num_layers)
-        nearest = min(layers, key=lambda layer: (abs(_depth(layer, source.anatomy.num_layers) - depth), layer))
-        ranks = [r for role in roles for r in cells.get((nearest, role), [])]
-        shape[m.name] = sum(ranks) / len(ranks)
-    if not shape:
-        raise UserError(f"the recommended allocation adapts no module role that the {target.model_type} model has")
-    return shape
-
-
-def _depth(layer: int, num_layers: int) -> float:
-    return layer / (num_layers - 1) if num_layers > 1 else 0.0
-
-
-def budget_rank_of(allocation: Allocation, budget_label: str) -> int | None:
-    """The uniform rank a budget stands for (r8 -> 8); None for `own` and parameter-count budgets."""
-    if allocation.budget.get("budget_rank"):
-        return int(allocation.budget["budget_rank"])
-    match = re.fullmatch(r"r(\d+)", budget_label)
-    return int(match.group(1)) if match else None
-
-
-def transfer_allocation(source: Allocation, target_model: str | Anatomy, budget_label: str) -> Allocation:
-    """The source's rank shape on another model, rescaled to the target's budget: uniform rank r of the
-    target for budget rN, else the same fraction of the target's parameters per rank as the source spent."""
-    target = target_model if isinstance(target_model, Anatomy) else anatomy_of(target_model)
-    shape = transfer_shape(source, target)
-    adapted = Anatomy(target.model_type, target.num_layers, tuple(m for m in target.modules if m.name in shape), 0)
-    rank = budget_rank_of(source, budget_label)
-    if rank is not None:
-        budget = budget_for_rank(adapted, rank)
-    else:
-        budget = round(source.trainable_params / source.anatomy.params_per_rank() * adapted.params_per_rank())
-    ranks = match_budget(adapted, shape, budget, DEFAULTS.min_rank, DEFAULTS.max_rank)
-    meta = {"transferred_from": {"model_type": source.anatomy.model_type, "num_layers": source.anatomy.num_layers}}
-    return Allocation(
-        target,
-        ranks,
-        alphas_for(ranks, source.alpha_policy, source.lora_alpha, source.lora_r),
-        source.strategy,
-        dict(source.params),
-        source.alpha_policy,
-        source.lora_r,
-        source.lora_alpha,
-        {"target": budget, "budget_rank": rank},
-        None,
-        meta,
-    )
 
 
 def recommended_allocations(rec: Recommendation, model: str | None = None) -> dict[str, Allocation]:
@@ -381,6 +331,7 @@ def write_recommendation(rec: Recommendation, allocations: dict[str, Allocation]
             "num_layers": allocation.anatomy.num_layers,
             "trainable_params": allocation.trainable_params,
             **{k: summary[k] for k in ("mean_rank", "min_rank", "max_rank", "ranks_by_role")},
+            **({"not_transferred": allocation.meta["transfer"]["not_transferred"]} if "transfer" in allocation.meta else {}),
         }
     write_json(out / RECOMMENDATION_FILE, rec.to_dict())
     return out / RECOMMENDATION_FILE

@@ -20,10 +20,20 @@ def add_parsers(commands) -> None:
 
 
 def cmd_export(args) -> int:
+    import sys
     from pathlib import Path
 
     from ..errors import UserError
-    from ..export import check_new_output, export_axolotl, export_merged, export_peft, load_run_allocation, open_run, trl_snippet
+    from ..export import (
+        check_new_output,
+        dropped_by_retraining,
+        export_axolotl,
+        export_merged,
+        export_peft,
+        load_run_allocation,
+        open_run,
+        trl_snippet,
+    )
 
     run = open_run(args.run_dir)
     dirs = [Path(p).expanduser().absolute() for p in (args.merged, args.peft) if p]
@@ -35,6 +45,8 @@ def cmd_export(args) -> int:
     if args.axolotl:
         check_new_output(args.axolotl, kind="file")
     allocation = load_run_allocation(run)
+    if dropped := dropped_by_retraining(run, allocation):
+        print(f"warning: {dropped}", file=sys.stderr)  # stderr: stdout may be saved as the script
     print(trl_snippet(run, allocation))
     print()
     if args.axolotl:

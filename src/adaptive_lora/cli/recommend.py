@@ -81,7 +81,12 @@ def format_recommendation(rec) -> str:
         lines.append("")
         lines.append(f"budget {choice.budget}: {choice.recommended}")
         if choice.best is not None:
-            lines.append(f"  best strategy {choice.best} vs {choice.baseline}:")
+            if choice.beat_baseline:
+                lines.append(f"  best strategy {choice.best}, detectably better than {choice.baseline}:")
+            else:
+                lines.append(
+                    f"  best non-{choice.baseline} strategy {choice.best}, not detectably better than {choice.baseline}:"
+                )
             lines += [format_evidence(e) for e in choice.evidence]
         lines.append(f"  {choice.statement}.")
         rate = "" if choice.learning_rate is None else f", learning rate {choice.learning_rate:g}"
@@ -90,9 +95,14 @@ def format_recommendation(rec) -> str:
             a = choice.allocation
             target = f" for {rec.model}" if rec.model else ""
             lines.append(
-                f"  {a['trainable_params']:,} trainable parameters{target}, ranks {a['min_rank']}-{a['max_rank']} "
-                f"(mean {a['mean_rank']:.1f})"
+                f"  {a['trainable_params']:,} trainable parameters{target} on {', '.join(a['ranks_by_role'])}, "
+                f"ranks {a['min_rank']}-{a['max_rank']} (mean {a['mean_rank']:.1f})"
             )
+            if a.get("not_transferred"):
+                lines.append(
+                    f"  not transferred: role(s) {', '.join(a['not_transferred'])} of the recommended run, which "
+                    f"{rec.model} has no counterpart for (a fused qkv counts only for q, k and v together)"
+                )
         for what, path in choice.files.items():
             lines.append(f"  wrote {what}: {path}")
     return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from ..sweep.executors import SweepOptions
+from ..sweep.executors import CLAIMED, SweepOptions
 
 
 def add_parsers(commands) -> None:
@@ -58,6 +59,13 @@ def cmd_run(args) -> int:
     print("runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     report = write_report(out)
     print(f"report: {report['report_html']} and {report['report_md']}")
+    if not any(status in ("done", CLAIMED) for status in summary["statuses"].values()):  # claimed: another process may finish it
+        print(
+            f"error: no run of {out} finished ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no runs'}); "
+            f"each run's error is in {report['report_md']}: fix the cause and rerun them with --retry-failed",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -38,7 +38,8 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
     """Write results.csv, summary.csv, stats.csv, figures/, report.md and report.html into sweep_dir."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
-        raise UserError(f"sweep directory {sweep} does not exist; give the --out directory of `adaptive-lora run`")
+        what = "is a file, not a sweep directory" if sweep.exists() else "does not exist"
+        raise UserError(f"sweep directory {sweep} {what}; give the --out directory of `adaptive-lora run`")
     if not (is_sweep_dir(sweep) or is_run_dir(sweep) or is_runs_folder(sweep)):
         raise UserError(
             f"{sweep} is not an adaptive-lora sweep or run directory (no {SWEEP_MARKER} or {RUN_MARKER}); "

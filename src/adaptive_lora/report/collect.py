@@ -137,7 +137,8 @@ def load_run(run_dir: Path) -> tuple[Run | None, str | None]:
 def scan_runs(sweep_dir: str | Path) -> tuple[list[Run], list[dict[str, str]]]:
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
-        raise UserError(f"sweep directory {sweep} does not exist; pass the folder that holds suite.yaml and runs/")
+        what = "is a file, not a sweep directory" if sweep.exists() else "does not exist"
+        raise UserError(f"sweep directory {sweep} {what}; pass the folder that holds suite.yaml and runs/")
     runs, skipped = [], []
     for run_dir in _run_dirs(sweep):
         run, reason = load_run(run_dir)

@@ -128,6 +128,11 @@ class Strategy:
         verify(peft_model, allocation)
         return Attached(peft_model)
 
+    def changes_in(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """What a run with these (recorded) parameters changed besides the ranks: `changes`, unless a
+        parameter turns it off."""
+        return self.changes
+
     def finalize(self, attached: Attached, allocation: Allocation) -> Allocation:
         """The allocation to record once training is over."""
         allocation.meta.update(attached.notes)

@@ -164,11 +164,17 @@ def eva(
 class EvaStrategy(Strategy):
     """EVA's rank shape at plan time; at attach time LoRA A is initialised with EVA components (unless init=false)."""
 
+    def changes_in(self, params: dict[str, Any]) -> tuple[str, ...]:
+        return self.changes if self.resolve(self._own(params))["init"] else ()
+
+    def _own(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (params or {}).items() if k in {q.name for q in self.params}}
+
     def attach(self, model: nn.Module, allocation: Allocation, context: TrainingContext) -> Attached:
         """LoRA at the planned ranks with A initialised by EVA on the same kind of probe batches (see the module doc)."""
         from peft import EvaConfig, get_peft_model, initialize_lora_eva_weights
 
-        p = self.resolve({k: v for k, v in allocation.params.items() if k in {q.name for q in self.params}})
+        p = self.resolve(self._own(allocation.params))
         if not p["init"]:
             attached = super().attach(model, allocation, context)
             attached.notes = {"eva_init": "off: LoRA A has PEFT's default initialisation"}

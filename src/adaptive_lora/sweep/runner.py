@@ -17,6 +17,7 @@ the selection seeds, then the other seeds at each group's chosen rate (sweep.sel
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 
 from ..environment import resolved_precision_override
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..io import atomic_create_bytes, atomic_write_text
 from ..schema import FAILED_STATUSES, SUITE_FILE, SUITE_HISTORY_DIR, read_result, run_status
 from ..workdirs import claim_sweep_dir
 from .executors import EXECUTE, SweepOptions, run_dir_of
@@ -59,20 +60,37 @@ def plan_work(specs: list[RunSpec], sweep_dir: Path, retry_failed: bool) -> tupl
 
 
 def record_suite(sweep_dir: Path, suite: Suite) -> str | None:
-    """Write suite.yaml; a different suite recorded before is kept in suites/<its id>.yaml. Returns that id."""
+    """Write suite.yaml; a different suite recorded before is kept in suites/<its id>.yaml, one that cannot
+    be read in suites/unreadable-<n>.yaml (the next free number). Returns the earlier suite's id."""
     path = sweep_dir / SUITE_FILE
     previous = None
     if path.is_file():
+        recorded = path.read_bytes()
         try:
-            previous = suite_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, source=str(path))
-        except (UserError, yaml.YAMLError, OSError):
+            previous = suite_from_dict(yaml.safe_load(recorded.decode("utf-8")) or {}, source=str(path))
+        except (UserError, yaml.YAMLError, UnicodeDecodeError):
             previous = None
-        if previous is None or previous.suite_id != suite.suite_id:
-            kept = sweep_dir / SUITE_HISTORY_DIR / f"{previous.suite_id if previous else 'unreadable'}.yaml"
-            if not kept.exists():
-                atomic_write_text(kept, path.read_text(encoding="utf-8"))
+        if previous is None:
+            _keep_unreadable(sweep_dir / SUITE_HISTORY_DIR, recorded)
+        elif previous.suite_id != suite.suite_id:
+            with contextlib.suppress(FileExistsError):  # kept before: the id is the suite's content
+                atomic_create_bytes(sweep_dir / SUITE_HISTORY_DIR / f"{previous.suite_id}.yaml", recorded)
     atomic_write_text(path, yaml.safe_dump(suite.data, sort_keys=False))
     return previous.suite_id if previous is not None and previous.suite_id != suite.suite_id else None
+
+
+def _keep_unreadable(history: Path, recorded: bytes) -> Path:
+    """suites/unreadable-<n>.yaml for the first free n; an earlier backup is never replaced."""
+    number = 1
+    while True:
+        kept = history / f"unreadable-{number}.yaml"
+        if kept.is_file() and kept.read_bytes() == recorded:
+            return kept  # kept already
+        try:
+            atomic_create_bytes(kept, recorded)
+            return kept
+        except FileExistsError:
+            number += 1
 
 
 def results_of(specs: list[RunSpec], sweep_dir: Path) -> dict[str, dict[str, Any] | None]:

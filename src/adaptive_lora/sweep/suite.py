@@ -198,6 +198,10 @@ def expand(data: dict[str, Any], where: str, seeds: list[int], rates: list[float
     strategies = data.get("strategies") or []
     if not strategies:
         raise UserError(f"suite {where}: 'strategies' is empty; list at least one, e.g. [{{strategy: uniform}}]")
+    if not isinstance(strategies, list):
+        raise UserError(f"suite {where}: 'strategies' must be a list, e.g. [{{strategy: uniform}}], got {strategies!r}")
+    if not isinstance(data.get("budgets") or [], list):
+        raise UserError(f"suite {where}: 'budgets' must be a list, e.g. [r4, r8, 3.1M], got {data['budgets']!r}")
     budgets = [parse_budget(b, where) for b in (data.get("budgets") or [])] or [Budget("own")]
     runs = []
     for index, entry in enumerate(strategies):
