@@ -12,6 +12,7 @@ from adaptive_lora.report.stats import (
     paired_compare,
     paired_note,
     paired_t_power,
+    sign_flip_mde,
     sign_flip_p,
     t_test_p,
     wilcoxon_method,
@@ -263,3 +264,14 @@ def test_mde_at_a_family_level_is_independent_of_the_route():
     assert min_detectable_effect(1.0, 3, alpha=0.01) == pytest.approx(7.3198923, rel=1e-7)
     # 3 seeds, 5 comparisons: the MDE at 0.05/5 is more than twice the one at 0.05 (the point 1)
     assert min_detectable_effect(1.0, 3, alpha=0.01) > 2 * min_detectable_effect(1.0, 3)
+
+
+def test_sign_flip_mde():
+    # Many rows: the effect is small beside the spread, and the sign-flip MDE approaches the t-test's.
+    assert sign_flip_mde(1.0, 20_000, alpha=0.01) == pytest.approx(min_detectable_effect(1.0, 20_000, alpha=0.01), rel=2e-3)
+    # Few rows: sign flips measure spread around 0, which includes the effect, so the MDE is larger than the t-test's.
+    assert sign_flip_mde(1.0, 40, alpha=0.01) > min_detectable_effect(1.0, 40, alpha=0.01)
+    # 5 rows cannot reach 0.01 however large the effect (the smallest exact p is 2/32): no MDE.
+    assert sign_flip_mde(1.0, 5, alpha=0.01) is None and 2 / 2**5 > 0.01
+    assert sign_flip_mde(0.0, 40) == 0.0 and sign_flip_mde(None, 40) is None and sign_flip_mde(1.0, 1) is None
+    assert sign_flip_mde(1.0, 40, alpha=0.01) > sign_flip_mde(1.0, 40, alpha=0.05) > sign_flip_mde(1.0, 80, alpha=0.05)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .conclusions import Comparison, direction
-from .stats import ALPHA, holm, min_detectable_effect
+from .stats import ALPHA, holm, min_detectable_effect, sign_flip_mde
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class PairedNumbers:
     ci_low: float | None
     ci_high: float | None
     p: float | None  # unadjusted, two-sided
+    sign_flip: bool = False  # p is from the sign-flip test (stats.sign_flip_p): its MDE is that test's
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def judge_family(tested: Sequence[PairedNumbers], higher_is_better: bool) -> lis
     level = family_level(size)
     judgements = []
     for t, p_holm in zip(tested, adjusted):
-        mde = min_detectable_effect(t.sd_diff, t.n, alpha=level) if t.sd_diff is not None else None
+        mde = (sign_flip_mde if t.sign_flip else min_detectable_effect)(t.sd_diff, t.n, alpha=level)
         comparison = Comparison("", "", "", higher_is_better, t.n, t.mean_diff, t.ci_low, t.ci_high, p_holm, mde)
         judgements.append(Judgement(p_holm, size, level, mde, verdict_label(comparison)))
     return judgements

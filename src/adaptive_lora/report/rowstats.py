@@ -101,7 +101,10 @@ def row_comparison(a: np.ndarray, b: np.ndarray, exact_match: bool) -> dict[str,
 def judge_row_family(block: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Holm across one family of row comparisons (higher is better for both row metrics), the MDE at the
     family's level on the row unit, and the verdicts; in place."""
-    tested = [PairedNumbers(r["n_rows"], r["mean_diff"], r["sd_diff"], r["ci_low"], r["ci_high"], r["p"]) for r in block]
+    tested = [
+        PairedNumbers(r["n_rows"], r["mean_diff"], r["sd_diff"], r["ci_low"], r["ci_high"], r["p"], r["test"] == SIGN_FLIP)
+        for r in block
+    ]
     for row, judged in zip(block, judge_family(tested, higher_is_better=True)):
         row.update(
             p_holm=judged.p_holm,

@@ -279,6 +279,34 @@ def min_detectable_effect(sd_diff: float | None, n: int, alpha: float = ALPHA, p
     return finite(_noncentrality_for_power(int(n), float(alpha), float(power)) * sd_diff / math.sqrt(n))
 
 
+def _sign_flip_power(mean_diff: float, sd_diff: float, n: int, alpha: float) -> float:
+    """Normal approximation of the power of the two-sided sign-flip test of the sum of n differences with
+    mean mean_diff and standard deviation sd_diff: the sum S is about N(n mean, n sd^2), and the test rejects
+    when |S| exceeds z * sqrt(sum of squares), the sum of squares being about n (sd^2 + mean^2). The mean^2
+    is what sets it apart from the t-test: sign flips measure spread around 0, not around the mean."""
+    z = float(special.ndtri(1 - alpha / 2))
+    threshold = z * math.sqrt(n * (sd_diff**2 + mean_diff**2))
+    spread = sd_diff * math.sqrt(n)
+    return float(special.ndtr((n * mean_diff - threshold) / spread) + special.ndtr((-n * mean_diff - threshold) / spread))
+
+
+def sign_flip_mde(sd_diff: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest true mean difference the sign-flip test (sign_flip_p) detects with the given power over
+    n differences (test rows) of standard deviation sd_diff, from the normal approximation above. None when
+    no difference reaches that power: with sqrt(n) at or below the normal quantile the test cannot reach the
+    level however large the effect (e.g. 5 rows at alpha 0.01), or with a missing sd; 0.0 when sd is 0."""
+    if n < 2 or sd_diff is None or not math.isfinite(sd_diff):
+        return None
+    if sd_diff == 0:
+        return 0.0
+    high = sd_diff
+    for _ in range(60):  # power rises with the effect toward 1 when sqrt(n) exceeds the quantile, else stays low
+        if _sign_flip_power(high, sd_diff, n, alpha) >= power:
+            return finite(optimize.brentq(lambda d: _sign_flip_power(d, sd_diff, n, alpha) - power, 0.0, high, xtol=1e-14))
+        high *= 2
+    return None
+
+
 # --- per-row paired tests -----------------------------------------------------------------------
 
 
@@ -300,13 +328,14 @@ def sign_flip_p(row_totals: Sequence[int]) -> float | None:
     if magnitudes.size == 0:
         return None
     total = int(magnitudes.sum())
-    # distribution[j]: probability that the rows with a + sign sum to j; the signed sum is then 2j - total
-    distribution = np.zeros(total + 1)
-    distribution[0] = 1.0
-    for m in magnitudes:
-        shifted = np.zeros_like(distribution)
-        shifted[m:] = distribution[:-m]
-        distribution = 0.5 * distribution + 0.5 * shifted
+    # distribution[j]: probability that the rows with a + sign sum to j (the signed sum is then 2j - total).
+    # Rows of equal magnitude m, q of them, add m times a Binomial(q, 1/2) count: one convolution per magnitude.
+    distribution = np.ones(1)
+    for m, q in zip(*np.unique(magnitudes, return_counts=True)):
+        step = np.zeros(int(m) * int(q) + 1)
+        k = np.arange(q + 1)
+        step[:: int(m)] = np.exp(special.gammaln(q + 1) - special.gammaln(k + 1) - special.gammaln(q - k + 1) - q * math.log(2))
+        distribution = np.convolve(distribution, step)
     observed = abs(int(round(float(totals.sum()))))
     extreme = np.abs(2 * np.arange(total + 1) - total) >= observed
     return finite(min(1.0, float(distribution[extreme].sum())))
