@@ -25,7 +25,7 @@ from fixtures_runs import (
     write_suite,
 )
 
-FIGURE_KINDS = ("pareto", "strategy_comparison", "loss_curves", "improvement")
+FIGURE_KINDS = ("forest", "pareto", "strategy_comparison", "loss_curves", "improvement")
 DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 

@@ -105,11 +105,15 @@ def _p_text(c: Comparison) -> str:
     return f"{c.p_label} {'<' if p < ALPHA else '≥'} {ALPHA}"
 
 
+def _count(c: Comparison) -> str:
+    return f"{c.n_pairs} {c.pair_unit}{'' if c.n_pairs == 1 else 's'}"
+
+
 def _pairs(c: Comparison) -> str:
     """'3 seeds', or with the plan known '2 of 3 seeds' (a failed seed is never dropped silently)."""
     if c.n_planned is not None and c.pair_unit == "seed":
         return f"{c.n_pairs} of {c.n_planned} seed{'' if c.n_planned == 1 else 's'}"
-    return f"{c.n_pairs} {c.pair_unit}{'' if c.n_pairs == 1 else 's'}"
+    return _count(c)
 
 
 def _detail(c: Comparison) -> str:
@@ -154,10 +158,10 @@ def _untestable_reason(c: Comparison) -> str | None:
         return f"too few {c.pair_unit}s for a test in {c.metric} ({_pairs(c)}, difference {_amount(c, c.mean_diff)})"
     if not _testable(c):
         if c.ci_low is not None and c.ci_low == c.ci_high == 0:
-            return f"identical to {c.baseline} in {c.metric} in every one of the {_pairs(c)}, so no test applies"
+            return f"identical to {c.baseline} in {c.metric} in every one of the {_count(c)}, so no test applies"
         if c.ci_low is not None and c.ci_low == c.ci_high:
             same = _amount(c, c.mean_diff)
-            return f"every one of the {_pairs(c)} differs from {c.baseline} by the same {same} in {c.metric}, so no test applies"
+            return f"every one of the {_count(c)} differs from {c.baseline} by the same {same} in {c.metric}, so no test applies"
         return f"no test result in {c.metric} ({_amount(c, c.mean_diff)}, {_pairs(c)})"
     return None
 

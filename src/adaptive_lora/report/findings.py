@@ -103,14 +103,20 @@ def resolution_sentences(stats: pd.DataFrame, metric: Metric) -> list[str]:
             )
         low, high = mdes[0], mdes[-1]
         amount = lambda value: fmt_amount(value, unit, metric.digits, signed=False)  # noqa: E731
-        span = f"about {amount(low[0])} ({low[1]})" + (f" to {amount(high[0])} ({high[1]})" if len(mdes) > 1 else "")
+        if len(mdes) == 1:
+            span = f"about {amount(low[0])} ({low[1]})"
+        elif amount(low[0]) == amount(high[0]):
+            span = f"about {amount(low[0])} for each of the {len(mdes)} comparisons"
+        else:
+            span = f"about {amount(low[0])} ({low[1]}) to {amount(high[0])} ({high[1]})"
         sentence = (
             f"What the study could see at {budget} in {metric.name}: {how}. At that level, with 80% power, the smallest "
             f"detectable differences are {span}"
         )
         if budget in gaps:
             gap, what = gaps[budget]
-            share = f"{100 * low[0] / gap:.0f}%" + (f" to {100 * high[0] / gap:.0f}%" if len(mdes) > 1 else "")
+            shares = dict.fromkeys(f"{100 * value / gap:.0f}%" for value, _ in (low, high))
+            share = " to ".join(shares)
             sentence += f", {share} of the capacity gap of {amount(gap)} ({what})"
         sentences.append(sentence + ".")
     return sentences
