@@ -54,7 +54,8 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
     planned, unchosen = planned_seeds(read.suite), groups_without_rate(read.runs, read.suite)
     summary, rows_table = summarize(df, planned), row_stats(df)
     paired, capacity = paired_stats(df, planned), capacity_stats(df, planned)
-    stats_table = pd.concat([paired, capacity], ignore_index=True) if len(capacity) else paired
+    frames = [frame for frame in (paired, capacity) if len(frame)]  # the capacity checks join stats.csv
+    stats_table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames or [paired])[0]
     csv_df = df.assign(run_dir=[relative_path(p, sweep) for p in df["run_dir"]])
     atomic_write_text(sweep / "results.csv", _csv(csv_df))
     atomic_write_text(sweep / "summary.csv", _csv(summary))

@@ -32,7 +32,7 @@ def forest_rows(stats: pd.DataFrame, metric: Metric) -> pd.DataFrame:
     if stats is None or stats.empty:
         return pd.DataFrame(columns=[] if stats is None else stats.columns)
     rows = stats[(stats["metric"] == metric.column) & stats["role"].isin(ALLOCATION + SCALE)]
-    return pd.concat([rows[rows["role"].isin(ALLOCATION)], rows[rows["role"].isin(SCALE)]])
+    return rows.sort_values("role", key=lambda role: role.isin(SCALE), kind="stable")  # the capacity rows last
 
 
 def _name(row) -> str:
