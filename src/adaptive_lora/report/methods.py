@@ -120,7 +120,8 @@ def statistics_text(stats: pd.DataFrame | None, row_stats: pd.DataFrame | None) 
         text += (
             ". Per test row the row is the unit: each row's paired difference is averaged over seeds, then exact match "
             "is tested by an exact sign-flip permutation test of the rows' totals and ROUGE-L by a t-test over rows, "
-            "with a t CI and the MDE over rows, Holm within each family: " + _families(row_stats, "pairs: test rows")
+            "with a t CI and the MDE over rows (exact match: the sign-flip test's), Holm within each family: "
+            + _families(row_stats, "pairs: test rows")
         )
     return text + "."
 

@@ -217,7 +217,8 @@ def stats_blocks(ctx: ReportContext) -> list:
                 "The row is the unit: every seed answers the same test rows, so each row's paired difference (same seed) "
                 "is averaged over the seeds both finished, and the test runs across rows: an exact sign-flip permutation "
                 "test of the rows' totals for exact match (with one seed, the exact McNemar test), a t-test over rows for "
-                "ROUGE-L; the CI is a t interval over rows, and the MDE is on rows too, at the family's level. These say "
+                "ROUGE-L; the CI is a t interval over rows, and the MDE is on rows too, at the family's level (for exact "
+                "match, the sign-flip test's own; docs/statistics.md). These say "
                 "whether these trained adapters differ on these rows; the seed-level tests above say whether that "
                 "survives retraining.",
                 "note",
