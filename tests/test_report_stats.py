@@ -23,6 +23,7 @@ from fixtures_runs import (
     GRID_NO_RATE,
     GRID_RATES,
     SEEDS,
+    add_run,
     family_sweep,
     grid_sweep,
     grid_test_loss,
@@ -256,6 +257,28 @@ def test_row_stats_through_the_pipeline(grid):
             assert power == pytest.approx(0.8, abs=1e-6), (label, key)
         holm = holm_by_hand([expected_p[label] for label in labels])
         assert [family.loc[label, "p_holm"] for label in labels] == pytest.approx(holm, rel=1e-9)
+
+
+def test_row_stats_without_verifiable_rows(tmp_path):
+    # Plain instruction data: no row has an exact answer, so exact match has no rows; ROUGE-L still does.
+    rows = [{"row": r, "exact_match": None, "rouge_l": 0.1 * r} for r in range(4)]
+    for strategy, bonus in (("uniform", 0.0), ("linear_decay", 0.05)):
+        for seed in (0, 1):
+            scored = [{**row, "rouge_l": row["rouge_l"] + bonus * (1 + seed) * (row["row"] % 2)} for row in rows]
+            add_run(
+                tmp_path,
+                strategy=strategy,
+                label=strategy,
+                budget_label="r8",
+                seed=seed,
+                eval_loss=3.0,
+                test_loss=2.0,
+                predictions=scored,
+            )
+    _report(tmp_path, figures=False)
+    table = pd.read_csv(tmp_path / "row_stats.csv")
+    assert table["metric"].tolist() == ["test_rouge_l"] and table["n_rows"].tolist() == [4]
+    assert table["mean_diff"].item() == pytest.approx(np.mean([0, 0.075, 0, 0.075]))
 
 
 # --- figures show what the verdicts use ---------------------------------------------------------

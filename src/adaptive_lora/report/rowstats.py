@@ -73,8 +73,9 @@ def row_matrix(done: pd.DataFrame, label: str, baseline: str, budget: str, key: 
         if scored:
             per_seed.append((mine, other, scored))
     rows = sorted(set.intersection(*(scored for _, _, scored in per_seed)), key=str) if per_seed else []
-    a = np.array([[float(mine[r][key]) for mine, _, _ in per_seed] for r in rows], dtype=float).reshape(len(rows), -1)
-    b = np.array([[float(other[r][key]) for _, other, _ in per_seed] for r in rows], dtype=float).reshape(len(rows), -1)
+    shape = (len(rows), len(per_seed))  # (0, k) when no row was scored in every seed
+    a = np.array([[float(mine[r][key]) for mine, _, _ in per_seed] for r in rows], dtype=float).reshape(shape)
+    b = np.array([[float(other[r][key]) for _, other, _ in per_seed] for r in rows], dtype=float).reshape(shape)
     return a, b
 
 
