@@ -5,6 +5,8 @@ trainable-parameter counts are exact: one unit of rank costs in + out parameters
 
     write_run(run_dir, strategy="uniform", label="uniform", budget_label="r8", seed=0, eval_loss=3.1)
     sweep, expected = standard_sweep(tmp_path)    # 3 strategies x 2 budgets x 3 seeds + broken runs
+    sweep, expected = grid_sweep(tmp_path)        # a 2-rate grid, a test split with predictions, a failed seed
+    sweep, expected = family_sweep(tmp_path)      # 5 comparisons at one budget, 3 seeds, test loss
 """
 
 from __future__ import annotations
@@ -140,8 +142,15 @@ def write_run(
     data_hash: str = DATA_HASH,
     steps: int = 10,
     precision: str = "fp32",
+    learning_rate: float | None = None,
+    test_loss: float | None = None,
+    predictions: list[dict[str, Any]] | None = None,
+    target_modules: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write a complete run directory; returns the result.json content."""
+    """Write a complete run directory; returns the result.json content.
+
+    test_loss / predictions (test rows: {"row", "exact_match", "rouge_l"}) give a finished run a test
+    split: result.json's `test` (means of the rows) and predictions.jsonl, as docs/run-format.md says."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).touch()
@@ -151,6 +160,10 @@ def write_run(
     config["model"].update(name=model, precision=precision)
     config["allocation"].update(strategy=strategy, lora_r=rank, budget=budget_target)
     config["training"].update(seed=seed, max_steps=steps)
+    if learning_rate is not None:
+        config["training"]["learning_rate"] = learning_rate
+    if target_modules is not None:
+        config["allocation"]["target_modules"] = target_modules
     config["output"]["dir"] = str(run_dir)
     ranks = list(plan.values())
     by_role = {role: sum(r for (_, ro), r in plan.items() if ro == role) / NUM_LAYERS for role in ROLES}
@@ -202,6 +215,8 @@ def write_run(
         },
         "config": config,
     }
+    if done and (test_loss is not None or predictions):
+        _add_test_split(run_dir, result, test_loss, predictions or [], base_eval_loss)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / "allocation.json").write_text(json.dumps(allocation, indent=2))
     (run_dir / "data_report.json").write_text(json.dumps({"hash": data_hash, "n_train": 180, "n_eval": 20}))
@@ -209,6 +224,22 @@ def write_run(
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
+
+
+def _add_test_split(run_dir: Path, result: dict, test_loss: float | None, rows: list[dict], base_loss: float) -> None:
+    def mean(key: str) -> float | None:
+        values = [float(r[key]) for r in rows if r.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    result["test"] = {"loss": test_loss, "exact_match": mean("exact_match"), "rouge_l": mean("rouge_l"), "n_rows": len(rows)}
+    result["base"] = {"test": {"loss": base_loss, "n_rows": len(rows)}}
+    result["data"]["n_test"] = len(rows)
+    lines = [
+        {"source": "adapter", "split": "test", "task": None, "prompt": f"q{r['row']}", "reference": "a", "prediction": "a"}
+        | {"row": r["row"], "exact_match": r.get("exact_match"), "rouge_l": r.get("rouge_l"), "new_tokens": 1}
+        for r in rows
+    ]
+    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def write_suite(sweep: Path, name: str, **extra: Any) -> None:
@@ -226,18 +257,21 @@ def suite_entries(labels: dict[str, str]) -> list[dict[str, Any]]:
 def add_run(sweep: Path, **fields: Any) -> dict[str, Any]:
     """A run of the sweep's suite (its id from the suite's expansion), or, when the suite does not
     list it, a run of another configuration with an id of its own."""
-    run_id = _suite_run_id(sweep, fields["label"], fields["budget_label"], fields["seed"])
+    run_id = _suite_run_id(sweep, fields["label"], fields["budget_label"], fields["seed"], fields.get("learning_rate"))
     Path(sweep).mkdir(parents=True, exist_ok=True)
     (Path(sweep) / SWEEP_MARKER).touch()
     return write_run(sweep / "runs" / (run_id or _run_id(fields["label"], fields["budget_label"], fields["seed"])), **fields)
 
 
-def _suite_run_id(sweep: Path, label: str, budget_label: str, seed: int) -> str | None:
+def _suite_run_id(sweep: Path, label: str, budget_label: str, seed: int, rate: float | None = None) -> str | None:
     try:
         suite = suite_from_dict(yaml.safe_load((sweep / "suite.yaml").read_text()))
     except (OSError, UserError):
         return None
-    return next((r.run_id for r in suite.runs if (r.label, r.budget.label, r.seed) == (label, budget_label, seed)), None)
+    key = (label, budget_label, seed)
+    return next(
+        (r.run_id for r in suite.runs if (r.label, r.budget.label, r.seed) == key and rate in (None, r.learning_rate)), None
+    )
 
 
 # --- the standard sweep ------------------------------------------------------------------------
@@ -381,4 +415,174 @@ def seed_study_sweep(root: Path) -> Path:
         diverged_step=3,
         model="microsoft/DialoGPT-medium",
     )
+    return sweep
+
+
+# --- a learning-rate grid with a test split ----------------------------------------------------
+
+GRID_RATES = (1e-4, 1e-3)
+GRID_LABELS = {
+    "uniform": "uniform",
+    "linear_decay": "linear_decay 16->4",
+    "attention_heavy": "attention_heavy 16/8",
+    "mlp_heavy": "mlp_heavy 8/16",
+}
+CONTROL = "control: r1 on v"
+CONTROL_ENTRY = {
+    "strategy": "uniform",
+    "label": CONTROL,
+    "params": {"rank": 1},
+    "allocation": {"target_modules": ["v"]},
+    "budget": "own",
+    "role": "capacity-control",
+}
+# The rate each group's validation loss picks (the other rate is 0.3 worse on validation, 0.4 worse on test).
+GRID_CHOSEN = {(label, budget): 1e-3 for label in GRID_LABELS.values() for budget in BUDGETS} | {
+    ("attention_heavy 16/8", "r4"): 1e-4,
+    ("uniform", "r8"): 1e-4,
+    (CONTROL, "own"): 1e-3,
+}
+GRID_NO_RATE = ("mlp_heavy 8/16", "r8")  # only one rate's selection runs exist: no chosen rate
+GRID_FAILED = ("linear_decay 16->4", "r8", 2)  # diverged at the chosen rate
+# Per-seed test-loss differences from uniform at the same budget, at the chosen rate.
+GRID_TEST_DIFFS = {
+    ("linear_decay", "r4"): (-0.03, -0.01, -0.04),
+    ("attention_heavy", "r4"): (0.02, 0.05, 0.01),
+    ("mlp_heavy", "r4"): (0.004, -0.003, 0.001),
+    ("linear_decay", "r8"): (-0.02, 0.01, 0.0),  # seed 2 diverged
+    ("attention_heavy", "r8"): (0.015, 0.03, 0.02),
+    ("mlp_heavy", "r8"): (0.01, 0.0, 0.02),  # no chosen rate: never compared
+}
+UNIFORM_JITTER = {"r4": (0.0, 0.0, 0.0), "r8": (0.01, -0.015, 0.005)}  # capacity gap r4 - r8: 0.2 - this
+CONTROL_TEST = (2.52, 2.55, 2.59)
+N_TEST_ROWS = 12
+
+
+def grid_test_loss(label: str, strategy: str, budget: str, seed: int) -> float:
+    """Test loss at the chosen rate (the control is at budget own)."""
+    if label == CONTROL:
+        return CONTROL_TEST[seed]
+    uniform = 2.0 + 0.05 * seed - (0.2 if budget == "r8" else 0.0) + UNIFORM_JITTER[budget][seed]
+    return uniform if strategy == "uniform" else uniform + GRID_TEST_DIFFS[(strategy, budget)][seed]
+
+
+def grid_predictions(label: str, budget: str, seed: int, chosen: bool) -> list[dict[str, Any]]:
+    """12 test rows: exact match on rows 0-9 (10 and 11 are not verifiable), ROUGE-L on all. A row's
+    answers repeat across seeds (rows are shared), with seed-to-seed flips."""
+    digest = int(hashlib.sha256(f"{label}|{budget}|{seed}|{chosen}".encode()).hexdigest()[:8], 16)
+    rng = __import__("numpy").random.default_rng(digest)
+    skill = {"uniform": 0.0, "control: r1 on v": -0.3}.get(label, 0.1 if label.startswith("linear") else -0.05)
+    rows = []
+    for row in range(N_TEST_ROWS):
+        easy = 0.2 + 0.6 * (row % 4) / 3  # shared by every seed and group: the row's difficulty
+        right = bool(rng.random() < min(1.0, max(0.0, easy + skill))) if row < 10 else None
+        rows.append(
+            {
+                "row": row,
+                "exact_match": right,
+                "rouge_l": round(min(1.0, max(0.0, easy / 2 + skill / 4 + rng.normal(0, 0.05))), 6),
+            }
+        )
+    return rows
+
+
+def grid_sweep(root: Path) -> tuple[Path, dict[str, Any]]:
+    """Strategies x r4, r8 x 2 learning rates, chosen on seeds 0 and 1 (seed 2 runs at the chosen rate
+    only), a capacity control at its own ranks, a test split with predictions; one group diverged on
+    seed 2 at its chosen rate, one group's selection is unfinished."""
+    sweep = Path(root) / "grid"
+    write_suite(
+        sweep,
+        "grid-test",
+        strategies=suite_entries(GRID_LABELS) + [CONTROL_ENTRY],
+        budgets=list(BUDGETS),
+        seeds=list(SEEDS),
+        learning_rates=list(GRID_RATES),
+        select_lr_on_seeds=2,
+        data={"source": "builtin", "test_set_size": N_TEST_ROWS},
+    )
+    groups = [(s, lab, b) for b in BUDGETS for s, lab in GRID_LABELS.items()] + [("uniform", CONTROL, "own")]
+    for strategy, label, budget in groups:
+        chosen = GRID_CHOSEN[(label, budget)]
+        for rate in GRID_RATES:
+            for seed in SEEDS:
+                at_chosen = rate == chosen
+                if (seed == 2 and not at_chosen) or ((label, budget) == GRID_NO_RATE and (rate != 1e-4 or seed == 2)):
+                    continue  # staged: seed 2 only at the chosen rate; the unfinished group has one rate so far
+                failed = (label, budget, seed) == GRID_FAILED
+                rank = 1 if label == CONTROL else BUDGETS[budget]
+                validation = 3.0 + 0.1 * seed - (0.2 if budget == "r8" else 0.0) + (0.0 if at_chosen else 0.3)
+                test = grid_test_loss(label, strategy, budget, seed) + (0.0 if at_chosen else 0.4)
+                add_run(
+                    sweep,
+                    strategy=strategy,
+                    label=label,
+                    budget_label=budget,
+                    seed=seed,
+                    rank=rank,
+                    budget_target=None if budget == "own" else uniform_params(rank),
+                    learning_rate=rate,
+                    eval_loss=None if failed else round(validation + (0.05 if label == CONTROL else 0.0), 10),
+                    status="diverged" if failed else "done",
+                    error="loss became non-finite at step 4" if failed else None,
+                    diverged_step=4 if failed else None,
+                    test_loss=None if failed else round(test, 10),
+                    predictions=None if failed else grid_predictions(label, budget, seed, at_chosen),
+                    target_modules=["v"] if label == CONTROL else None,
+                )
+    return sweep, {"chosen": GRID_CHOSEN, "no_rate": GRID_NO_RATE, "failed": GRID_FAILED}
+
+
+# --- one family of 5 comparisons ---------------------------------------------------------------
+
+FAMILY_LABELS = {
+    "uniform": "uniform",
+    "linear_decay": "linear_decay 16->4",
+    "attention_heavy": "attention_heavy 16/8",
+    "mlp_heavy": "mlp_heavy 8/16",
+    "empirical": "empirical",
+}
+# Per-seed test-loss differences from uniform (budget r8); with the capacity control, 5 comparisons.
+FAMILY_DIFFS = {
+    "linear_decay 16->4": (-0.010, 0.004, -0.006),
+    "attention_heavy 16/8": (0.003, 0.011, 0.007),
+    "mlp_heavy 8/16": (0.020, 0.026, 0.017),
+    "empirical": (-0.004, 0.002, -0.001),
+    CONTROL: (0.50, 0.55, 0.47),
+}
+
+
+def family_sweep(root: Path, control_diffs: tuple[float, ...] = FAMILY_DIFFS[CONTROL], failed_seed: int | None = None) -> Path:
+    """uniform, four strategies and the capacity control at budget r8, 3 seeds, test loss; failed_seed:
+    empirical diverged on that seed."""
+    sweep = Path(root) / "family"
+    write_suite(
+        sweep,
+        "family-test",
+        strategies=suite_entries(FAMILY_LABELS) + [CONTROL_ENTRY],
+        budgets=["r8"],
+        seeds=list(SEEDS),
+        data={"source": "builtin", "test_set_size": 20},
+    )
+    diffs = FAMILY_DIFFS | {CONTROL: control_diffs}
+    for strategy, label in [*FAMILY_LABELS.items(), ("uniform", CONTROL)]:
+        for seed in SEEDS:
+            failed = label == "empirical" and seed == failed_seed
+            uniform = 1.7 + 0.03 * seed
+            test = uniform if label == "uniform" else uniform + diffs[label][seed]
+            add_run(
+                sweep,
+                strategy=strategy,
+                label=label,
+                budget_label="own" if label == CONTROL else "r8",
+                seed=seed,
+                rank=1 if label == CONTROL else 8,
+                budget_target=None if label == CONTROL else uniform_params(8),
+                eval_loss=None if failed else round(1.8 + 0.02 * seed, 10),
+                status="diverged" if failed else "done",
+                error="loss became non-finite at step 4" if failed else None,
+                diverged_step=4 if failed else None,
+                test_loss=None if failed else round(test, 10),
+                target_modules=["v"] if label == CONTROL else None,
+            )
     return sweep

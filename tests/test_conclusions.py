@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from adaptive_lora.report.conclusions import Comparison, attribution_sentence, conclude, direction, study_power
+from adaptive_lora.report.conclusions import Comparison, attribution_sentence, capacity_sentence, conclude, direction, study_power
+from adaptive_lora.report.family import PairedNumbers, judge_family, verdict_label
 
 M = "\u2212"  # the minus sign the sentences use
 
@@ -109,7 +110,8 @@ def test_study_power_separated():
     assert sentence == (
         "The study can separate a known-worse configuration: the capacity control attn_rank1 at r8, a configuration "
         "known to be worse than uniform, came out worse in test loss (+0.0500 nats, 95% CI [+0.0300, +0.0700], "
-        "p = 0.002, 3 seeds)."
+        "p = 0.002, 3 seeds). That shows only that an effect of this size is visible; the smallest differences the "
+        "comparisons could have detected are given with them."
     )
 
 
@@ -176,3 +178,56 @@ def test_attribution_refuses_when_controls_do_not_separate():
     assert "too few seeds for a test" in few and "no effect to attribute" in few
     with pytest.raises(ValueError):
         attribution_sentence(full, exact_match(0.01, -0.01, 0.03, 0.3))
+
+
+def test_seeds_planned_and_the_level_are_stated():
+    c = loss(n=2, n_planned=3, level=0.01)
+    sentence = conclude(c)
+    assert "p = 0.31, 2 of 3 seeds)" in sentence
+    assert sentence.endswith("about 0.0061 nats or more (80% power at its family's level 0.01).")
+    assert "3 of 3 seeds" in conclude(loss(n_planned=3))
+    assert "200 test rows" in conclude(exact_match(0.01, -0.02, 0.04, 0.52))  # rows: no plan of seeds
+
+
+def test_capacity_sentence_both_ways():
+    binds = capacity_sentence(loss("uniform", 0.30, 0.25, 0.35, 0.0005, budget="r2"), "uniform at r2", "uniform at r8")
+    assert binds == (
+        "Does capacity bind? uniform at r2 against uniform at r8, paired by seed, in test loss: yes, uniform at r2 is "
+        "worse (+0.3000 nats, 95% CI [+0.2500, +0.3500], p < 0.001, 3 seeds). That gap of 0.3000 nats is the scale "
+        "against which the allocation effects at these budgets are read."
+    )
+    free = capacity_sentence(loss("uniform", 0.002, -0.004, 0.008, 0.4, mde=0.012), "uniform at r2", "uniform at r8")
+    assert "no detectable difference (+0.0020 nats" in free and "about 0.0120 nats or more" in free
+    assert free.endswith("so allocation can hardly matter in this regime.")
+    more_hurts = capacity_sentence(loss("uniform", -0.05, -0.07, -0.03, 0.01), "uniform at r2", "uniform at r8")
+    assert "uniform at r2 came out better than uniform at r8" in more_hurts and "no capacity gap" in more_hurts
+    unknown = capacity_sentence(loss("uniform", 0.1, None, None, None, n=1), "uniform at r2", "uniform at r8")
+    assert "too few seeds for a test" in unknown and unknown.endswith("so the size of a capacity effect is unknown.")
+
+
+def test_verdict_labels_say_why_no_test_ran():
+    def label(n, mean, low, high, p=None):
+        return verdict_label(Comparison("s", "r8", "test exact match", True, n, mean, low, high, p, None))
+
+    assert label(0, None, None, None) == "no test (no pairs)"
+    assert label(1, 0.2, None, None) == "no test (one pair)"
+    # Enough pairs, all differences identical: not "too few pairs" (the old label).
+    assert label(60, 0.0, 0.0, 0.0) == "no test (no pair differs)"
+    assert label(3, 0.1, 0.1, 0.1 + 1e-16) == "no test (every pair differs by the same amount)"
+    assert label(3, 0.1, 0.05, 0.15, p=0.01) == "better" and label(3, 0.1, -0.05, 0.15, p=0.01) == "no detectable difference"
+
+
+def test_judge_family_by_hand():
+    # Three comparisons with p 0.004, 0.03, None (no test): m = 2, Holm: 2 x 0.004 = 0.008, max(0.008, 0.03) = 0.03.
+    tested = [
+        PairedNumbers(3, 0.05, 0.01, 0.03, 0.07, 0.004),
+        PairedNumbers(3, -0.02, 0.02, -0.04, 0.001, 0.03),
+        PairedNumbers(1, 0.01, None, None, None, None),
+    ]
+    first, second, third = judge_family(tested, higher_is_better=False)
+    assert (first.p_holm, second.p_holm, third.p_holm) == (pytest.approx(0.008), pytest.approx(0.03), None)
+    assert first.family_size == second.family_size == 2 and first.level == second.level == 0.025
+    assert (first.verdict, second.verdict, third.verdict) == ("worse", "no detectable difference", "no test (one pair)")
+    # MDE at the family level 0.025 with 3 pairs: d = 4.624820, found by solving for 80% power with the power
+    # written as a chi-square average of normal tails (no noncentral t), times the spread 0.01.
+    assert first.mde == pytest.approx(0.01 * 4.624820, rel=1e-6) and third.mde is None

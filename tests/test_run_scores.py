@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from adaptive_lora.schema import read_predictions
+from adaptive_lora.schema import PREDICTIONS_FILE, read_predictions
 from adaptive_lora.training import train
 
 
@@ -50,4 +50,17 @@ def test_predictions_file_matches_the_metrics(scored_run):
     assert len(adapter) == len(base) == 8 and {r["row"] for r in adapter} == {r["row"] for r in base}
     assert result["test"]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in adapter) / 8)
     assert result["base"]["test"]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in base) / 8)
-    assert all(json.dumps(r) for r in rows)
+    # Every line is strict JSON (NaN or Infinity would raise here) with exactly the documented keys and types.
+    documented = {"source", "split", "row", "task", "prompt", "reference", "prediction", "exact_match", "rouge_l", "new_tokens"}
+
+    def no_constants(name: str):
+        raise AssertionError(f"predictions.jsonl holds {name}, which is not JSON")
+
+    lines = [line for line in (out / PREDICTIONS_FILE).read_text(encoding="utf-8").split("\n") if line]
+    assert len(lines) == len(rows) == 16
+    for line in lines:
+        row = json.loads(line, parse_constant=no_constants)
+        assert set(row) == documented, line
+        assert row["source"] in ("adapter", "base") and row["split"] == "test" and isinstance(row["row"], int)
+        assert isinstance(row["prediction"], str) and isinstance(row["reference"], str) and isinstance(row["new_tokens"], int)
+        assert row["exact_match"] is None and 0.0 <= row["rouge_l"] <= 1.0

@@ -28,8 +28,8 @@ from .io import atomic_write_text, write_json
 from .planning import anatomy_of
 from .report import compare as paired
 from .report.collect import OWN_BUDGET, budget_order, done_runs, mark_chosen_rates, read_sweep, relative_path, runs_frame
-from .report.compare import Metric, compare, final_runs, paired_stats, verdict
-from .report.stats import finite, holm
+from .report.compare import Metric, compare, final_runs, judge_rows, paired_stats
+from .report.stats import finite
 from .schema import ALLOCATION_FILE, read_allocation
 from .transfer import transfer_allocation, transfer_shape  # noqa: F401 - transfer_shape re-exported
 
@@ -201,9 +201,7 @@ def _metric_rows(done: pd.DataFrame, stats: pd.DataFrame, budget: str, metric: M
         row = {"label": ref.label, "role": ref.role, "budget_label": budget, "baseline_label": ref.baseline_label}
         row.update(compare(done, ref.label, label_budget, ref.baseline_label, budget, metric))
         block.append(row)
-    for row, adjusted in zip(block, holm([row["t_p"] for row in block])):
-        row["t_p_holm"] = adjusted
-        row["verdict"] = verdict(row)
+    judge_rows(block, metric.higher_is_better)  # one family: Holm, the MDE at its level, the verdict
     return pd.DataFrame(block, columns=["label", "role", "budget_label", "baseline_label", "metric", "higher_is_better",
                                         "n_pairs", "mean_diff", "ci_low", "ci_high", "t_p_holm", "mde", "verdict"])  # fmt: skip
 

@@ -1,10 +1,13 @@
 """Reports: a sweep directory -> results.csv, summary.csv, stats.csv, figures/, report.md, report.html.
 
-    collect.py   the runs of a sweep as one table (results.csv), in report order
-    compare.py   per-group summaries and paired statistics against uniform
-    stats.py     the statistics themselves (CIs, paired tests, Holm)
-    figures.py   figures (heatmaps.py, figures_importance.py for rank and importance maps)
-    blocks.py    report blocks rendered as Markdown and HTML; sections.py, study.py: what the report says
+    collect.py   the runs of a sweep as one table (results.csv), in report order; plan.py: what the suite planned
+    compare.py   per-group summaries and paired statistics against uniform; capacity.py: does capacity bind?
+    rowstats.py  paired statistics per test row, the row as the unit
+    family.py    a family of comparisons: Holm, the level each must reach, the MDE there, the verdict
+    stats.py     the statistics themselves (CIs, paired tests, Holm, MDE)
+    figures.py   figures (forest.py: paired differences; heatmaps.py, figures_importance.py: rank and importance maps)
+    blocks.py    report blocks rendered as Markdown and HTML; sections.py, findings.py, study.py: what the report says
+The statistical method is described in docs/statistics.md.
 
 Torch-free: a report can be written on a machine without torch.
 """
@@ -21,10 +24,12 @@ from ..io import atomic_write_text
 from ..schema import RUN_MARKER, SWEEP_MARKER
 from ..workdirs import is_run_dir, is_runs_folder, is_sweep_dir
 from .blocks import render_html, render_markdown
+from .capacity import capacity_stats
 from .collect import mark_chosen_rates, read_sweep, relative_path, runs_frame
 from .compare import paired_stats, summarize
 from .figures import render_all
 from .findings import findings_blocks
+from .plan import groups_without_rate, planned_seeds
 from .rowstats import row_stats
 from .sections import ReportContext, build_blocks
 
@@ -47,13 +52,17 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         )
     read = read_sweep(sweep)
     df = mark_chosen_rates(runs_frame(read.runs), read.runs, read.suite)
-    summary, stats_table, rows_table = summarize(df), paired_stats(df), row_stats(df)
+    planned, unchosen = planned_seeds(read.suite), groups_without_rate(read.runs, read.suite)
+    summary, rows_table = summarize(df, planned), row_stats(df)
+    paired, capacity = paired_stats(df, planned), capacity_stats(df, planned)
+    frames = [frame for frame in (paired, capacity) if len(frame)]  # the capacity checks join stats.csv
+    stats_table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames or [paired])[0]
     csv_df = df.assign(run_dir=[relative_path(p, sweep) for p in df["run_dir"]])
     atomic_write_text(sweep / "results.csv", _csv(csv_df))
     atomic_write_text(sweep / "summary.csv", _csv(summary))
     atomic_write_text(sweep / "stats.csv", _csv(stats_table))
     atomic_write_text(sweep / "row_stats.csv", _csv(rows_table))
-    figure_files, figure_errors = render_all(df, sweep / "figures")
+    figure_files, figure_errors = render_all(df, sweep / "figures", stats_table)
     name = read.suite.name if read.suite else sweep.resolve().name
     context = ReportContext(
         title=title or f"adaptive-lora report: {name}",
@@ -63,9 +72,10 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         summary=summary,
         stats=stats_table,
         row_stats=rows_table,
-        findings=findings_blocks(df, stats_table, read.suite),
+        findings=findings_blocks(df, stats_table, read.suite, unchosen),
         figures=figure_files,
         figure_errors=figure_errors,
+        unchosen=unchosen,
     )
     blocks = build_blocks(context)
     md_path, html_path = sweep / "report.md", sweep / "report.html"
@@ -77,4 +87,5 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         "n_runs": len(df),
         "skipped": read.skipped,
         "others": read.others,
+        "figures": figure_files,
     }

@@ -58,6 +58,7 @@ _HEAD_COLUMNS = (
     "improvement_pct",
     "test_loss",
     "base_test_loss",
+    "test_improvement",
     "test_exact_match",
     "base_test_exact_match",
     "test_rouge_l",
@@ -189,6 +190,8 @@ def run_row(run: Run) -> dict[str, Any]:
     for key in ("loss", "exact_match", "rouge_l"):
         row[f"test_{key}"], row[f"base_test_{key}"] = _number(_sub(test, key)), _number(_sub(base_test, key))
     row["test_n_rows"] = _number(_sub(test, "n_rows"))
+    both = row["test_loss"] is not None and row["base_test_loss"] is not None
+    row["test_improvement"] = row["base_test_loss"] - row["test_loss"] if both else None
     forgetting = _sub(r, "forgetting")
     row["forgetting_source"] = _sub(forgetting, "source")
     for key in ("base_loss", "loss", "delta"):

@@ -3,8 +3,10 @@
 A group is (label, budget). With a learning-rate grid only the runs at the group's chosen rate (on
 validation loss, sweep.selection) enter the summaries and tests. Comparisons pair a group's runs
 with the baseline's at the same budget and seed; for every metric they give the mean difference,
-its 95% CI, paired t and Wilcoxon tests (Holm-corrected across the strategies of a budget), and
-the minimum detectable effect (80% power, alpha 0.05) from the observed paired variance.
+its 95% CI, paired t and Wilcoxon tests (Holm-corrected across the groups of a budget: one family,
+family.py), and the minimum detectable effect at the level the family requires (80% power, from
+the observed paired spread). A seed planned for both sides but missing from the pairing is named
+with the reason.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Any
 import pandas as pd
 
 from .collect import OWN_BUDGET, budget_order, done_runs, label_order
-from .conclusions import Comparison, direction
-from .stats import holm, mean_ci, min_detectable_effect, paired_compare
+from .conclusions import Comparison
+from .family import PairedNumbers, judge_family, verdict_label
+from .stats import holm, mean_ci, paired_compare
+
+Planned = dict[tuple[str, str], tuple[int, ...]]  # (label, budget) -> the seeds the suite planned for it
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ SUMMARY_COLUMNS = (
     "perplexity",
     "improvement",
     "test_loss",
+    "test_improvement",
     "test_exact_match",
     "test_rouge_l",
     "forgetting_delta",
@@ -66,8 +72,17 @@ def final_runs(df: pd.DataFrame) -> pd.DataFrame:
 # --- summaries ----------------------------------------------------------------------------------
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (label, budget_label): n done, n_failed, chosen rate, and mean/std/95% CI of the metrics over done runs."""
+def planned_seeds(df: pd.DataFrame, planned: Planned | None, label: str, budget: str) -> set[int]:
+    """The seeds planned for a group: from the suite when known, else those it has runs for (any status)."""
+    if planned and (label, budget) in planned:
+        return set(planned[(label, budget)])
+    group = df[(df["label"] == label) & (df["budget_label"] == budget)] if len(df) else df
+    return {int(s) for s in group["seed"].dropna()} if len(group) else set()
+
+
+def summarize(df: pd.DataFrame, planned: Planned | None = None) -> pd.DataFrame:
+    """Per (label, budget_label): n done, n_failed, n_planned (seeds), chosen rate, and mean/std/95% CI
+    of the metrics over done runs."""
     df = final_runs(df)
     rows = []
     for budget in budget_order(df) if len(df) else []:
@@ -85,6 +100,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "learning_rate": rates[0] if len(rates) == 1 else None,
                 "n": len(done),
                 "n_failed": int((group["status"] != "done").sum()),
+                "n_planned": len(planned_seeds(df, planned, label, budget) | {int(s) for s in group["seed"]}),
             }
             for column in SUMMARY_COLUMNS:
                 s = mean_ci(done[column].astype(float).tolist())
@@ -97,7 +113,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                     }
                 )
             rows.append(row)
-    columns = ["label", "budget_label", "strategy", "role", "learning_rate", "n", "n_failed"] + [
+    columns = ["label", "budget_label", "strategy", "role", "learning_rate", "n", "n_failed", "n_planned"] + [
         f"{c}_{s}" for c in SUMMARY_COLUMNS for s in ("mean", "std", "ci_low", "ci_high")
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -147,32 +163,87 @@ def _pairs(done: pd.DataFrame, label: str, label_budget: str, baseline: str, bas
 
 
 def compare(
-    done: pd.DataFrame, label: str, label_budget: str, baseline: str | None, base_budget: str, metric: Metric
+    done: pd.DataFrame,
+    label: str,
+    label_budget: str,
+    baseline: str | None,
+    base_budget: str,
+    metric: Metric,
+    *,
+    runs: pd.DataFrame | None = None,
+    planned: Planned | None = None,
 ) -> dict[str, Any]:
-    """One paired comparison (label - baseline) on one metric."""
+    """One paired comparison (label - baseline) on one metric, before its family is judged (judge_rows).
+
+    runs: every run at the chosen rates, failed ones too (names why a planned seed is missing);
+    planned: the suite's seeds per group (else the seeds each group has runs for).
+    """
     pairs = (
         _pairs(done, label, label_budget, baseline, base_budget, metric.column)
         if baseline
         else pd.DataFrame(columns=[f"{metric.column}_s", f"{metric.column}_b"])
     )
     result = paired_compare(pairs[f"{metric.column}_s"].tolist(), pairs[f"{metric.column}_b"].tolist())
-    diffs = (pairs[f"{metric.column}_s"] - pairs[f"{metric.column}_b"]).tolist()
-    sd = mean_ci(diffs).std
+    runs = done if runs is None else runs
+    plan = planned_seeds(runs, planned, label, label_budget)
+    if baseline:
+        plan &= planned_seeds(runs, planned, baseline, base_budget)
+    paired = {int(s) for s in pairs.index}
+    missing = sorted(plan - paired)
+    note = result.note
+    if missing and baseline:
+        reasons = ", ".join(
+            f"seed {seed} ({_why_missing(runs, label, label_budget, baseline, base_budget, seed, metric)})" for seed in missing
+        )
+        note = "; ".join(part for part in (f"not paired: {reasons}", note) if part)
     return {
         "metric": metric.column,
         "metric_name": metric.name,
         "higher_is_better": metric.higher_is_better,
         "n_pairs": result.n_pairs,
+        "n_planned": len(plan | paired),
         "seeds": " ".join(str(int(s)) for s in pairs.index),
         "mean_diff": result.mean_diff,
+        "sd_diff": result.sd_diff,
         "ci_low": result.ci_low,
         "ci_high": result.ci_high,
         "t_p": result.t_p,
         "wilcoxon_p": result.wilcoxon_p,
         "wilcoxon_method": result.wilcoxon_method,
-        "mde": min_detectable_effect(sd, result.n_pairs) if sd is not None else None,
-        "note": result.note,
+        "note": note,
     }
+
+
+def _why_missing(
+    runs: pd.DataFrame, label: str, label_budget: str, baseline: str, base_budget: str, seed: int, metric: Metric
+) -> str:
+    """'linear_decay diverged', 'uniform not run', 'eva no test loss': why a planned seed has no pair."""
+    reasons = []
+    for name, budget in ((label, label_budget), (baseline, base_budget)):
+        run = runs[(runs["label"] == name) & (runs["budget_label"] == budget) & (runs["seed"] == seed)]
+        if run.empty:
+            reasons.append(f"{name} not run")
+        elif not (run["status"] == "done").any():
+            reasons.append(f"{name} {run['status'].iloc[0]}")
+        elif run[metric.column].isna().all():
+            reasons.append(f"{name} has no {metric.name}")
+    return ", ".join(reasons) or "no pair"
+
+
+def judge_rows(block: list[dict[str, Any]], higher_is_better: bool) -> list[dict[str, Any]]:
+    """Judge one family of compare() rows in place: Holm-corrected p (t and Wilcoxon), family size,
+    the level each comparison must reach, the MDE at that level, and the verdict (family.judge_family)."""
+    tested = [PairedNumbers(r["n_pairs"], r["mean_diff"], r["sd_diff"], r["ci_low"], r["ci_high"], r["t_p"]) for r in block]
+    for row, judged, wilcoxon_holm in zip(block, judge_family(tested, higher_is_better), holm([r["wilcoxon_p"] for r in block])):
+        row.update(
+            t_p_holm=judged.p_holm,
+            wilcoxon_p_holm=wilcoxon_holm,
+            family_size=judged.family_size,
+            mde_level=judged.level,
+            mde=judged.mde,
+            verdict=judged.verdict,
+        )
+    return block
 
 
 STATS_COLUMNS = [
@@ -187,8 +258,10 @@ STATS_COLUMNS = [
     "metric_name",
     "higher_is_better",
     "n_pairs",
+    "n_planned",
     "seeds",
     "mean_diff",
+    "sd_diff",
     "ci_low",
     "ci_high",
     "t_p",
@@ -196,16 +269,18 @@ STATS_COLUMNS = [
     "wilcoxon_method",
     "t_p_holm",
     "wilcoxon_p_holm",
+    "family_size",
+    "mde_level",
     "mde",
     "verdict",
     "note",
 ]
 
 
-def paired_stats(df: pd.DataFrame) -> pd.DataFrame:
+def paired_stats(df: pd.DataFrame, planned: Planned | None = None) -> pd.DataFrame:
     """Every non-baseline group against the baseline at its budget (a group at budget `own` without a
     baseline there, e.g. the capacity control, against the baseline at each budget), for every metric
-    measured. Holm-corrected across the groups of a budget, per metric."""
+    measured. One family per metric and budget: Holm-corrected across its groups, MDE at its level."""
     df = final_runs(df)
     if df.empty:
         return pd.DataFrame(columns=STATS_COLUMNS)
@@ -227,16 +302,11 @@ def paired_stats(df: pd.DataFrame) -> pd.DataFrame:
                     "baseline_budget": budget,
                     "baseline_choice": choice,
                 }
-                row.update(compare(done, label, label_budget, baseline, budget, metric))
+                row.update(compare(done, label, label_budget, baseline, budget, metric, runs=df, planned=planned))
                 if baseline is None:
                     row["note"] = choice
                 block.append(row)
-            for key in ("t_p", "wilcoxon_p"):
-                for row, adjusted in zip(block, holm([row[key] for row in block])):
-                    row[f"{key}_holm"] = adjusted
-            for row in block:
-                row["verdict"] = verdict(row)
-            rows.extend(block)
+            rows.extend(judge_rows(block, metric.higher_is_better))
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
@@ -255,7 +325,4 @@ def _groups_compared_at(df: pd.DataFrame, done: pd.DataFrame, budget: str, budge
 
 def verdict(row: dict[str, Any]) -> str:
     """better / worse / no detectable difference: the Holm-corrected t-test AND the CI (conclusions.direction)."""
-    comparison = Comparison.from_row(row)
-    if comparison.p is None or comparison.mean_diff is None:
-        return "no test (too few pairs)"
-    return direction(comparison) or "no detectable difference"
+    return verdict_label(Comparison.from_row(row))

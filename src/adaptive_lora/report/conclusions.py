@@ -1,7 +1,8 @@
 """Conclusions in words, generated from the paired numbers and never saying more than they support.
 
 One sentence per strategy x budget (conclude), whether the study could have seen a difference at all
-(study_power, from the capacity control: a configuration known to be worse than uniform), and which
+(study_power, from the capacity control: a configuration known to be worse than uniform), whether
+capacity binds (capacity_sentence: the baseline at a smaller budget against a larger one), and which
 part of a strategy's effect comes from its initialisation or training dynamics rather than its ranks
 (attribution_sentence). A difference counts only when p < 0.05 AND the 95% CI excludes 0.
 """
@@ -32,6 +33,8 @@ class Comparison:
     p: float | None  # Holm-corrected where applicable: say so in p_label
     mde: float | None  # minimum detectable effect, in the units of mean_diff
     unit: str = ""  # e.g. "nats"
+    n_planned: int | None = None  # seeds planned for both sides ("2 of 3 seeds"); None: not known
+    level: float | None = None  # the level the MDE is computed at (its family's, family.py)
     pair_unit: str = "seed"  # what a pair is: "seed" or "test row"
     p_label: str = "p"  # e.g. "Holm p"
     baseline: str = "uniform"
@@ -39,14 +42,17 @@ class Comparison:
 
     def __post_init__(self) -> None:
         # Numbers arrive from pandas rows: a missing value is NaN there, None here.
-        for name in ("mean_diff", "ci_low", "ci_high", "p", "mde"):
+        for name in ("mean_diff", "ci_low", "ci_high", "p", "mde", "level"):
             object.__setattr__(self, name, finite(getattr(self, name)))
         object.__setattr__(self, "n_pairs", int(self.n_pairs) if finite(self.n_pairs) is not None else 0)
+        planned = finite(self.n_planned)
+        object.__setattr__(self, "n_planned", int(planned) if planned is not None else None)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **overrides: Any) -> Comparison:
         """From a paired_stats row (label, budget_label, metric_name, higher_is_better, n_pairs, mean_diff,
-        ci_low, ci_high, t_p_holm, mde, baseline_label); overrides set the rest (unit, digits, p_label...)."""
+        ci_low, ci_high, t_p_holm, mde, baseline_label, and when present n_planned, mde_level); overrides
+        set the rest (unit, digits, p_label...)."""
         values = {
             "label": row["label"],
             "budget": row["budget_label"],
@@ -59,6 +65,8 @@ class Comparison:
             "p": row["t_p_holm"],
             "mde": row["mde"],
             "p_label": "Holm p",
+            "n_planned": row.get("n_planned"),
+            "level": row.get("mde_level"),
         }
         baseline = row.get("baseline_label")
         if isinstance(baseline, str) and baseline:
@@ -75,9 +83,14 @@ def _signed(value: float, digits: int) -> str:
     return f"{value:+.{digits}f}".replace("-", MINUS)
 
 
+def fmt_amount(value: float, unit: str = "", digits: int = 4, signed: bool = True) -> str:
+    """'+0.0120 nats', or unsigned '0.0120 nats'."""
+    text = _signed(value, digits) if signed else f"{abs(value):.{digits}f}"
+    return f"{text} {unit}" if unit else text
+
+
 def _amount(c: Comparison, value: float, signed: bool = True) -> str:
-    text = _signed(value, c.digits) if signed else f"{abs(value):.{c.digits}f}"
-    return f"{text} {c.unit}" if c.unit else text
+    return fmt_amount(value, c.unit, c.digits, signed)
 
 
 def _p_text(c: Comparison) -> str:
@@ -92,8 +105,15 @@ def _p_text(c: Comparison) -> str:
     return f"{c.p_label} {'<' if p < ALPHA else '≥'} {ALPHA}"
 
 
-def _pairs(c: Comparison) -> str:
+def _count(c: Comparison) -> str:
     return f"{c.n_pairs} {c.pair_unit}{'' if c.n_pairs == 1 else 's'}"
+
+
+def _pairs(c: Comparison) -> str:
+    """'3 seeds', or with the plan known '2 of 3 seeds' (a failed seed is never dropped silently)."""
+    if c.n_planned is not None and c.pair_unit == "seed":
+        return f"{c.n_pairs} of {c.n_planned} seed{'' if c.n_planned == 1 else 's'}"
+    return _count(c)
 
 
 def _detail(c: Comparison) -> str:
@@ -138,18 +158,24 @@ def _untestable_reason(c: Comparison) -> str | None:
         return f"too few {c.pair_unit}s for a test in {c.metric} ({_pairs(c)}, difference {_amount(c, c.mean_diff)})"
     if not _testable(c):
         if c.ci_low is not None and c.ci_low == c.ci_high == 0:
-            return f"identical to {c.baseline} in {c.metric} in every one of the {_pairs(c)}, so no test applies"
+            return f"identical to {c.baseline} in {c.metric} in every one of the {_count(c)}, so no test applies"
         if c.ci_low is not None and c.ci_low == c.ci_high:
             same = _amount(c, c.mean_diff)
-            return f"every one of the {_pairs(c)} differs from {c.baseline} by the same {same} in {c.metric}, so no test applies"
+            return f"every one of the {_count(c)} differs from {c.baseline} by the same {same} in {c.metric}, so no test applies"
         return f"no test result in {c.metric} ({_amount(c, c.mean_diff)}, {_pairs(c)})"
     return None
+
+
+def level_text(level: float) -> str:
+    """0.01 -> '0.01', 0.05 / 3 -> '0.0167'."""
+    return f"{level:.3g}"
 
 
 def _resolution(c: Comparison) -> str:
     if c.mde is None or c.mde <= 0:
         return "the study's resolution is unknown"
-    return f"the study could have detected differences of about {_amount(c, c.mde, signed=False)} or more"
+    at = f" (80% power at its family's level {level_text(c.level)})" if c.level is not None else ""
+    return f"the study could have detected differences of about {_amount(c, c.mde, signed=False)} or more{at}"
 
 
 def _disagreement(c: Comparison) -> str:
@@ -190,7 +216,8 @@ def study_power(control: Comparison) -> tuple[bool, str]:
     if verdict == "worse":
         return True, (
             f"The study can separate a known-worse configuration: {what} came out worse in {control.metric} "
-            f"({_numbers(control)})."
+            f"({_numbers(control)}). That shows only that an effect of this size is visible; the smallest differences "
+            "the comparisons could have detected are given with them."
         )
     reason = _untestable_reason(control)
     if reason is not None:
@@ -253,4 +280,28 @@ def attribution_sentence(
         return opening + f"{name}'s {noun} comes from its ranks: {ranks}, while {mech}."
     return opening + (
         f"{name}'s {noun} cannot be attributed: no control separates from {full.baseline} in the same direction: {controls}."
+    )
+
+
+def capacity_sentence(c: Comparison, smaller: str, larger: str) -> str:
+    """Does capacity bind? c: the baseline at the smaller size minus the baseline at the larger one."""
+    head = f"Does capacity bind? {smaller} against {larger}, paired by seed, in {c.metric}"
+    reason = _untestable_reason(c)
+    if reason is not None:
+        return f"{head}: {reason}; so the size of a capacity effect is unknown."
+    verdict = direction(c)
+    if verdict is None:
+        return (
+            f"{head}: no detectable difference ({_numbers(c)}{_disagreement(c)}); {_resolution(c)}. Allocation only "
+            "moves capacity around, and more capacity did not detectably help here, so allocation can hardly "
+            "matter in this regime."
+        )
+    if verdict == "worse":
+        return (
+            f"{head}: yes, {smaller} is worse ({_numbers(c)}). That gap of {_amount(c, c.mean_diff, signed=False)} "
+            "is the scale against which the allocation effects at these budgets are read."
+        )
+    return (
+        f"{head}: {smaller} came out better than {larger} ({_numbers(c)}): more capacity hurt here, so there is "
+        "no capacity gap to read allocation effects against."
     )

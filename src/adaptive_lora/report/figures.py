@@ -1,8 +1,12 @@
-"""Report figures: loss vs parameters (Pareto), strategy bars, improvement, loss curves; `render_all`
-also draws the rank heatmaps (heatmaps.py) and importance maps (figures_importance.py).
+"""Report figures: the forest plot of paired differences (forest.py, first), the primary metric vs
+parameters (Pareto), strategy bars, improvement over the base, loss curves; `render_all` also draws
+the rank heatmaps (heatmaps.py) and importance maps (figures_importance.py).
 
-Every figure is written as PNG (embedded in report.html) and SVG (for papers), atomically.
-Colours follow the strategy label and markers the budget, the same in every figure.
+Figures show what the verdicts use: only the runs at each group's chosen learning rate, and the
+primary metric (test loss when there is a test split, else validation loss). Every figure is written
+as PNG (embedded in report.html) and SVG (for papers), atomically. Colours follow the strategy label
+and markers the budget, the same in every figure. Bars and points carry a hidden label
+"_bar|<label>|<budget>" / "_point|<label>|<budget>" so tests can read back what was drawn.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..schema import read_metrics
 from .collect import budget_order, done_runs, label_order
+from .compare import EXACT_MATCH, ROUGE_L, TEST_LOSS, final_runs, primary_metric
 from .figures_importance import importance_figure_specs, runs_from_frame
+from .forest import FOREST, forest_caption, forest_figure
 from .heatmaps import heatmap_figures, remove_stale_heatmaps
 from .plotting import MARKERS, FigureFile, label_colors, save_figure
 from .stats import mean_ci
@@ -62,6 +68,7 @@ def _style_legend(fig: Figure, labels, colors, budgets, budget_markers: bool = F
 
 
 def pareto_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
+    metric = primary_metric(df)
     fig = Figure(figsize=(8.5, 5), layout="constrained")
     ax = fig.add_subplot()
     done = done_runs(df)
@@ -71,17 +78,21 @@ def pareto_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
             group = done[(done["label"] == label) & (done["budget_label"] == budget)]
             if group.empty or group["trainable_params"].isna().all():
                 continue
-            x, y = float(group["trainable_params"].mean()), float(group["eval_loss"].mean())
-            ax.errorbar(
+            values = group[metric.column].dropna().astype(float)
+            if values.empty:
+                continue
+            x, y = float(group["trainable_params"].mean()), float(values.mean())
+            drawn_point = ax.errorbar(
                 x,
                 y,
-                yerr=_ci_half(group["eval_loss"]),
+                yerr=_ci_half(values),
                 color=colors[label],
                 marker=MARKERS[b % len(MARKERS)],
                 markersize=8,
                 capsize=4,
                 linestyle="",
             )
+            drawn_point.lines[0].set_label(f"_point|{label}|{budget}")
             points.append((x, y))
             drawn.add(label)
     if not points:
@@ -92,8 +103,8 @@ def pareto_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
         ax.step(xs, ys, where="post", color="0.5", linestyle="--", linewidth=1, zorder=0)
         _log_x_axis(ax, [p[0] for p in points])
     ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel("eval loss (mean ± 95% CI)")
-    ax.set_title("Eval loss vs trainable parameters (dashed: Pareto envelope)")
+    ax.set_ylabel(f"{metric.name} (mean ± 95% CI)")
+    ax.set_title(f"{metric.name.capitalize()} vs trainable parameters (dashed: Pareto envelope)")
     ax.grid(True, which="both", alpha=0.3)
     _style_legend(fig, [lab for lab in labels if lab in drawn], colors, budgets, budget_markers=True)
     return fig
@@ -144,7 +155,7 @@ def _grouped_bars(ax, df: pd.DataFrame, metric: str, labels, budgets, colors, ze
                 )
                 continue
             half = _ci_half(v)
-            ax.bar(
+            bars = ax.bar(
                 x,
                 v.mean(),
                 width * 0.9,
@@ -154,6 +165,7 @@ def _grouped_bars(ax, df: pd.DataFrame, metric: str, labels, budgets, colors, ze
                 capsize=3,
                 error_kw={"elinewidth": 1},
             )
+            bars.patches[0].set_label(f"_bar|{label}|{budget}")
             ax.scatter(x + rng.uniform(-width / 5, width / 5, len(v)), v, s=12, color="black", zorder=3)
             extent.extend([*v.tolist(), v.mean() - half, v.mean() + half])
     ax.set_xticks(range(len(budgets)), [f"budget {b}" for b in budgets])
@@ -180,31 +192,40 @@ def _compact(value: float) -> str:
 
 
 def comparison_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
-    fig = Figure(figsize=(max(9, 2.5 * len(budgets) + 6), 7), layout="constrained")
-    axes = fig.subplots(2, 2)
-    panels = (
-        ("eval_loss", "eval loss", False),
-        ("perplexity", "perplexity", False),
-        ("trainable_params", "trainable parameters", True),
-        ("train_time_s", "train time (s)", True),
-    )
+    """Bars of the primary metric (and the other test metrics measured), trainable parameters and train time."""
+    done = done_runs(df) if len(df) else df
+    metrics = [primary_metric(df)] + [m for m in (EXACT_MATCH, ROUGE_L) if m.column in done and done[m.column].notna().any()]
+    panels = [(m.column, m.name, m is not TEST_LOSS and m.higher_is_better) for m in metrics]
+    panels += [("trainable_params", "trainable parameters", True), ("train_time_s", "train time (s)", True)]
+    n_rows = (len(panels) + 1) // 2
+    fig = Figure(figsize=(max(9, 2.5 * len(budgets) + 6), 3.5 * n_rows), layout="constrained")
+    axes = list(fig.subplots(n_rows, 2, squeeze=False).flat)
     drawn = set()
-    for ax, (metric, name, zero_based) in zip(axes.flat, panels):
-        drawn |= _grouped_bars(ax, df, metric, labels, budgets, colors, zero_based)
+    for ax, (column, name, zero_based) in zip(axes, panels):
+        drawn |= _grouped_bars(ax, df, column, labels, budgets, colors, zero_based)
         ax.set_title(name + ("" if zero_based else " (axis not from 0)"))
         ax.set_ylabel(name)
-    _count_axis(axes[1, 0].yaxis)
-    fig.suptitle("Strategy comparison: mean with 95% CI; dots are seeds")
+        if column == "trainable_params":
+            _count_axis(ax.yaxis)
+    for ax in axes[len(panels) :]:  # an odd number of panels leaves one empty
+        ax.set_visible(False)
+    fig.suptitle("Strategy comparison at the chosen learning rates: mean with 95% CI; dots are seeds")
     _style_legend(fig, [lab for lab in labels if lab in drawn], colors, budgets)
     return fig
+
+
+def improvement_column(df: pd.DataFrame) -> tuple[str, str]:
+    """The improvement over the base on the primary metric: (results.csv column, its split's name)."""
+    return ("test_improvement", "test") if primary_metric(df) is TEST_LOSS else ("improvement", "validation")
 
 
 def improvement_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
     fig = Figure(figsize=(max(7, 2 * len(budgets) + 5), 4.5), layout="constrained")
     ax = fig.add_subplot()
-    drawn = _grouped_bars(ax, df, "improvement", labels, budgets, colors)
+    column, split = improvement_column(df)
+    drawn = _grouped_bars(ax, df, column, labels, budgets, colors)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("base eval loss − eval loss (higher is better)")
+    ax.set_ylabel(f"base {split} loss − {split} loss (higher is better)")
     ax.set_title("Improvement over the untrained base model\n(mean with 95% CI; dots are seeds)")
     _style_legend(fig, [lab for lab in labels if lab in drawn], colors, budgets)
     return fig
@@ -237,7 +258,9 @@ def loss_curves_figure(df: pd.DataFrame, labels, budgets, colors) -> Figure:
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(name)
             ax.grid(True, alpha=0.3)
-    fig.suptitle("Loss curves per run (red x: where a failed run stopped)")
+    fig.suptitle(
+        "Loss curves per run at the chosen learning rates (eval: the validation split; red x: where a failed run stopped)"
+    )
     _style_legend(fig, [lab for lab in labels if lab in drawn], colors, budgets)
     return fig
 
@@ -266,41 +289,51 @@ def _draw_curves(ax, runs: pd.DataFrame, key: str, colors) -> int:
 # --- all --------------------------------------------------------------------------------------
 
 
-def render_all(df: pd.DataFrame, out_dir: str | Path) -> tuple[list[FigureFile], list[str]]:
+def render_all(df: pd.DataFrame, out_dir: str | Path, stats: pd.DataFrame | None = None) -> tuple[list[FigureFile], list[str]]:
     """Write every figure into out_dir (PNG and SVG); returns them in report order, and errors.
 
-    A figure that fails is reported, not raised: this runs at the end of a long sweep, and a report
-    missing one figure beats no report.
+    df: every run (only those at each group's chosen learning rate are drawn); stats: the paired
+    statistics (stats.csv rows) the forest plot draws. A figure that fails is reported, not raised:
+    this runs at the end of a long sweep, and a report missing one figure beats no report.
     """
     out_dir = Path(out_dir)
+    df = final_runs(df)
     labels = label_order(df) if len(df) else []
     budgets = budget_order(df) if len(df) else []
     colors = label_colors(labels)
+    metric = primary_metric(df) if len(df) else TEST_LOSS
+    chosen = "At each group's chosen learning rate"
+    improvement, split = improvement_column(df) if len(df) else ("improvement", "validation")
     specs = [
+        (FOREST, "Paired differences from the baseline", lambda *_: forest_figure(stats, metric), forest_caption(metric)),
         (
             "pareto",
-            "Eval loss vs trainable parameters",
+            f"{metric.name.capitalize()} vs trainable parameters",
             pareto_figure,
-            "Mean eval loss with 95% CI per strategy and budget; the dashed step line is the Pareto envelope "
-            "(no other point has both fewer parameters and lower loss).",
+            f"{chosen}: mean {metric.name} over finished seeds with its 95% CI (unpaired) per strategy and budget; the "
+            "dashed step line is the Pareto envelope (no other point has both fewer parameters and a lower value).",
         ),
         (
             "strategy_comparison",
             "Strategy comparison",
             comparison_figure,
-            "Bars: mean over finished seeds with 95% CI; dots: individual seeds.",
+            f"{chosen}: bars are the mean over finished seeds with its 95% CI (unpaired: the paired differences are in "
+            f"the forest plot), dots the individual seeds; {metric.name} first, then the other test metrics measured, "
+            "trainable parameters and train time.",
         ),
         (
             "improvement",
             "Improvement over the base model",
             improvement_figure,
-            "Untrained base eval loss minus trained eval loss, on the same eval split.",
+            f"{chosen}: untrained base {split} loss minus trained {split} loss ({improvement} in results.csv), mean over "
+            "finished seeds with its 95% CI.",
         ),
         (
             "loss_curves",
             "Loss curves",
             loss_curves_figure,
-            "Train and eval loss from metrics.jsonl, one row per budget; colour = strategy.",
+            f"{chosen}: train loss and eval loss (on the validation split) from metrics.jsonl, one row per budget; "
+            "colour = strategy.",
         ),
     ]
     files, errors = [], []

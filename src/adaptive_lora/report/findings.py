@@ -2,11 +2,17 @@
 
 1. Power: the capacity control (a configuration known to be worse) must come out worse than the
    baseline (paired, Holm p < 0.05, CI excluding 0). If it does not, the report opens with an
-   UNDERPOWERED flag, and no null result of the study should be read as "no difference".
-2. Conclusion: one sentence per strategy and budget on the primary metric (test loss, else
+   UNDERPOWERED flag, and no null result of the study should be read as "no difference". If it
+   does, that shows only that an effect of its size is visible.
+2. Does capacity bind? The baseline at a smaller budget against a larger one (capacity.py): if more
+   capacity does not help detectably, allocation can hardly matter; if it does, its gap is the scale.
+3. What the study could see: per family (metric x budget), its size m, the level ALPHA / m a
+   comparison must reach, and the minimum detectable differences there, set against the capacity gap.
+4. Conclusion: one sentence per strategy and budget on the primary metric (test loss, else
    validation loss), and on exact match where the data is verifiable, each with its effect, 95%
-   CI, p and minimum detectable effect (report.conclusions writes the words).
-3. Attribution: for a strategy whose suite carries controls (EVA: initialisation; AdaLoRA:
+   CI, p, "k of n seeds" and minimum detectable effect (report.conclusions writes the words); groups
+   without a chosen learning rate are named with the reason.
+5. Attribution: for a strategy whose suite carries controls (EVA: initialisation; AdaLoRA:
    training dynamics), which part the effect comes from.
 """
 
@@ -16,10 +22,14 @@ import pandas as pd
 
 from ..sweep.suite import Suite
 from .blocks import Heading, Para
+from .capacity import CAPACITY_BIND
+from .collect import OWN_BUDGET
 from .compare import EXACT_MATCH, Metric, primary_metric
-from .conclusions import Comparison, attribution_sentence, conclude, study_power
+from .conclusions import Comparison, attribution_sentence, capacity_sentence, conclude, fmt_amount, level_text, study_power
+from .stats import ALPHA, finite
 
 MECHANISM = {"initialisation": "initialisation", "dynamics": "training dynamics"}
+ALLOCATION_ROLES = ("strategy", "control")  # the comparisons the question is about
 
 
 def comparison(row: pd.Series | dict, metric: Metric) -> Comparison:
@@ -27,20 +37,95 @@ def comparison(row: pd.Series | dict, metric: Metric) -> Comparison:
     return Comparison.from_row(row, unit=unit, digits=metric.digits)
 
 
+def _of(stats: pd.DataFrame, metric: Metric, *roles: str) -> pd.DataFrame:
+    return stats[(stats["metric"] == metric.column) & stats["role"].isin(roles)] if len(stats) else stats
+
+
 def power_check(stats: pd.DataFrame, metric: Metric) -> tuple[bool | None, list[str]]:
     """(True: the control separated at every budget, False: it did not somewhere, None: no control), sentences."""
-    rows = stats[(stats["metric"] == metric.column) & (stats["role"] == "capacity-control")] if len(stats) else stats
+    rows = _of(stats, metric, "capacity-control")
     if rows.empty:
         return None, []
     results = [study_power(comparison(row, metric)) for _, row in rows.iterrows()]
     return all(ok for ok, _ in results), [sentence for _, sentence in results]
 
 
+def _name(label: str, budget: str) -> str:
+    return label if budget == OWN_BUDGET else f"{label} at {budget}"
+
+
+def capacity_sentences(stats: pd.DataFrame, metric: Metric) -> list[str]:
+    return [
+        capacity_sentence(
+            comparison(row, metric),
+            _name(row["label"], row["budget_label"]),
+            _name(row["baseline_label"], row["baseline_budget"]),
+        )
+        for _, row in _of(stats, metric, CAPACITY_BIND).iterrows()
+    ]
+
+
+def capacity_gaps(stats: pd.DataFrame, metric: Metric) -> dict[str, tuple[float, str]]:
+    """budget -> (the gap, what it is) for the budgets of every capacity check where capacity binds
+    (the smaller size came out worse); a budget in two checks takes the one where it is the larger."""
+    gaps: dict[str, tuple[float, str]] = {}
+    for _, row in _of(stats, metric, CAPACITY_BIND).iterrows():
+        if row["verdict"] != "worse":
+            continue
+        gap = abs(float(row["mean_diff"]))
+        what = f"{_name(row['label'], row['budget_label'])} against {_name(row['baseline_label'], row['baseline_budget'])}"
+        gaps[row["baseline_budget"]] = (gap, what)
+        gaps.setdefault(row["budget_label"], (gap, what))
+    return gaps
+
+
+def resolution_sentences(stats: pd.DataFrame, metric: Metric) -> list[str]:
+    """Per budget: the family's size and level, and the minimum detectable differences of the comparisons
+    the question is about, set against the capacity gap there when capacity binds."""
+    rows = _of(stats, metric, *ALLOCATION_ROLES, "capacity-control")
+    gaps = capacity_gaps(stats, metric)
+    unit = "nats" if "loss" in metric.column else ""
+    sentences = []
+    for budget in dict.fromkeys(rows["budget_label"]) if len(rows) else []:
+        family = rows[rows["budget_label"] == budget]
+        size = int(finite(family["family_size"].iloc[0]) or 0)
+        allocation = family[family["role"].isin(ALLOCATION_ROLES)]
+        mdes = sorted((float(m), label) for label, m in zip(allocation["label"], allocation["mde"]) if (finite(m) or 0) > 0)
+        if size == 0 or not mdes:
+            continue
+        level = ALPHA / size
+        if size == 1:
+            how = f"one comparison has a test, so it is judged at p < {ALPHA}"
+        else:
+            how = (
+                f"{size} comparisons form one family; a verdict needs Holm p < {ALPHA}, which a comparison is sure of "
+                f"once its own p is below {ALPHA}/{size} = {level_text(level)}"
+            )
+        low, high = mdes[0], mdes[-1]
+        amount = lambda value: fmt_amount(value, unit, metric.digits, signed=False)  # noqa: E731
+        if len(mdes) == 1:
+            span = f"about {amount(low[0])} ({low[1]})"
+        elif amount(low[0]) == amount(high[0]):
+            span = f"about {amount(low[0])} for each of the {len(mdes)} comparisons"
+        else:
+            span = f"about {amount(low[0])} ({low[1]}) to {amount(high[0])} ({high[1]})"
+        sentence = (
+            f"What the study could see at {budget} in {metric.name}: {how}. At that level, with 80% power, the smallest "
+            f"detectable differences are {span}"
+        )
+        if budget in gaps:
+            gap, what = gaps[budget]
+            shares = dict.fromkeys(f"{100 * value / gap:.0f}%" for value, _ in (low, high))
+            share = " to ".join(shares)
+            sentence += f", {share} of the capacity gap of {amount(gap)} ({what})"
+        sentences.append(sentence + ".")
+    return sentences
+
+
 def conclusion_sentences(stats: pd.DataFrame, metrics: list[Metric]) -> list[str]:
     sentences = []
     for metric in metrics:
-        rows = stats[(stats["metric"] == metric.column) & (stats["role"] == "strategy")]
-        sentences += [conclude(comparison(row, metric)) for _, row in rows.iterrows()]
+        sentences += [conclude(comparison(row, metric)) for _, row in _of(stats, metric, "strategy").iterrows()]
     return sentences
 
 
@@ -80,7 +165,8 @@ def _control(at: pd.DataFrame, controls: list[dict], kinds: tuple[str, ...], met
     return comparison(found.iloc[0], metric) if len(found) else None
 
 
-def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) -> list:
+def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None, unchosen: list[dict] = ()) -> list:
+    """unchosen: groups without a chosen learning rate (plan.groups_without_rate), named with the reason."""
     if df.empty:
         return []
     metric = primary_metric(df)
@@ -100,16 +186,23 @@ def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) 
         )
     elif separated:
         blocks += [Para(sentence, "conclusion") for sentence in power]
+    blocks += [Para(sentence, "conclusion") for sentence in capacity_sentences(stats, metric)]
+    blocks += [Para(sentence, "conclusion") for m in metrics for sentence in resolution_sentences(stats, m)]
     sentences = conclusion_sentences(stats, metrics)
+    sentences += [
+        f"{group['label']} at {group['budget_label']}: no chosen learning rate ({group['reason']}); it is in no comparison."
+        for group in unchosen
+    ]
     if not sentences:
         blocks.append(Para("No strategy was compared with the baseline (no finished pairs).", "note"))
     blocks += [Para(sentence, "conclusion") for sentence in sentences]
     blocks += [Para(sentence, "conclusion") for sentence in attribution_sentences(stats, metric, suite)]
     blocks.append(
         Para(
-            f"Primary metric: {metric.name}. Every sentence is generated from the paired statistics below "
-            "(seed-level, Holm-corrected within a budget): better or worse only when p < 0.05 and the 95% CI "
-            "excludes 0; otherwise the sentence gives the smallest difference the study could have detected.",
+            f"Primary metric: {metric.name}. Every sentence is generated from the paired statistics below (seed-level; "
+            "one family per metric and budget, Holm-corrected within it): better or worse only when the Holm-corrected "
+            "p < 0.05 and the 95% CI excludes 0; otherwise the sentence gives the smallest difference the study could "
+            "have detected at its family's level (Methods, Statistics).",
             "note",
         )
     )

@@ -10,6 +10,8 @@ import pandas as pd
 from ..sweep.suite import Suite
 from .blocks import DASH, Bullets, Heading, Para, fmt_int, fmt_num
 from .collect import Run, done_runs
+from .conclusions import level_text
+from .stats import ALPHA
 
 HYPERPARAMETERS = (
     ("training", "num_epochs"),
@@ -85,7 +87,52 @@ def _rate_selection(suite: Suite | None, df: pd.DataFrame) -> str:
     )
 
 
-def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> list:
+def _families(stats: pd.DataFrame | None, unit: str) -> str:
+    """'test loss, validation loss at r8: m = 5, level 0.01; ...': every family, its size and level."""
+    if stats is None or stats.empty:
+        return "none"
+    where = stats["budget_label"].astype(str).map(lambda budget: f"at {budget}")
+    if "role" in stats:
+        where = where.where(stats["role"] != "capacity-bind", "in the capacity checks")
+    by_size: dict[tuple[str, int], list[str]] = {}
+    for (place, name), family in stats.assign(place=where).groupby(["place", "metric_name"], sort=False):
+        size = int(family["family_size"].iloc[0])
+        by_size.setdefault((place, size), []).append(name)
+    parts = [
+        f"{', '.join(names)} {place}: m = {size}" + (f", level {level_text(ALPHA / size)}" if size else " (no test)")
+        for (place, size), names in by_size.items()
+    ]
+    return f"{'; '.join(parts)} ({unit})"
+
+
+def statistics_text(stats: pd.DataFrame | None, row_stats: pd.DataFrame | None) -> str:
+    text = (
+        "Statistics: each group is paired with the baseline at the same budget and seed; mean difference with a 95% t "
+        "confidence interval, paired t-test, and Wilcoxon signed-rank (reported beside, never used for a verdict). A "
+        "family is one metric at one budget (and the capacity checks of one metric); Holm corrects across its m "
+        f"comparisons, and better or worse needs the Holm-corrected p < {ALPHA} and the 95% CI excluding 0. Holm "
+        f"compares the smallest p with {ALPHA}/m, so a comparison is sure of its verdict once its own p is below "
+        f"{ALPHA}/m, whatever the others show: that is the level of its minimum detectable effect (MDE), the smallest "
+        "true difference a paired t-test with these pairs and the observed spread detects with 80% power. Families: "
+        + _families(stats, "pairs: seeds")
+    )
+    if row_stats is not None and not row_stats.empty:
+        text += (
+            ". Per test row the row is the unit: each row's paired difference is averaged over seeds, then exact match "
+            "is tested by an exact sign-flip permutation test of the rows' totals and ROUGE-L by a t-test over rows, "
+            "with a t CI and the MDE over rows (exact match: the sign-flip test's), Holm within each family: "
+            + _families(row_stats, "pairs: test rows")
+        )
+    return text + "."
+
+
+def methods_blocks(
+    runs: list[Run],
+    df: pd.DataFrame,
+    suite: Suite | None,
+    stats: pd.DataFrame | None = None,
+    row_stats: pd.DataFrame | None = None,
+) -> list:
     if not runs:
         return [Heading(2, "Methods"), Para("No valid runs.", "note")]
     done = done_runs(df) if len(df) else df
@@ -120,10 +167,7 @@ def methods_blocks(runs: list[Run], df: pd.DataFrame, suite: Suite | None) -> li
                 "run, evaluation included; runs in parallel workers overlap, so the sweep took less time than the sum)."
                 if len(wall)
                 else "Run time: not recorded.",
-                "Statistics: each strategy is paired with the baseline at the same budget and seed; mean difference with a "
-                "95% t confidence interval, paired t-test (Holm-corrected across strategies within a budget) and Wilcoxon "
-                "signed-rank; the minimum detectable effect is the smallest true difference a paired t-test with this many "
-                "pairs and the observed spread detects with 80% power at alpha 0.05.",
+                statistics_text(stats, row_stats),
             ]
         ),
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +28,7 @@ class FigureFile:
     png: Path
     svg: Path
     png_bytes: bytes
+    figure: Figure | None = field(default=None, repr=False, compare=False)  # what was drawn (tests read it back)
 
 
 def slugify(text: str) -> str:
@@ -49,4 +50,4 @@ def save_figure(fig: Figure, out_dir: Path, name: str, title: str, caption: str)
         fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata)
         rendered[fmt] = buffer.getvalue()
         atomic_write_bytes(out_dir / f"{name}.{fmt}", rendered[fmt])
-    return FigureFile(name, title, caption, out_dir / f"{name}.png", out_dir / f"{name}.svg", rendered["png"])
+    return FigureFile(name, title, caption, out_dir / f"{name}.png", out_dir / f"{name}.svg", rendered["png"], fig)

@@ -1,18 +1,21 @@
-"""What the report says, in order: the findings (underpowered flag, conclusion), methods, results, the
-learning-rate grid, the original study's table (seed-study), paired statistics, example generations,
-figures, failed runs, runs of other configurations, skipped directories."""
+"""What the report says, in order: a note when there is no test split, the findings (underpowered flag,
+conclusion), the forest plot of paired differences, methods, results, the learning-rate grid, the
+original study's table (seed-study), paired statistics, example generations, the other figures,
+failed runs, runs of other configurations, skipped directories."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .blocks import DASH, Figure, Heading, Para, Table, _missing, fmt_int, fmt_mean_ci, fmt_num, fmt_p, fmt_params, fmt_text
 from .collect import Run, SweepRuns, budget_order, done_runs, is_seed_study, relative_path
-from .compare import rate_grid
+from .compare import VALIDATION_LOSS, primary_metric, rate_grid
+from .conclusions import level_text
 from .examples import example_blocks
+from .forest import FOREST
 from .methods import methods_blocks
 from .plotting import FigureFile
 from .stats import ALPHA
@@ -35,6 +38,7 @@ class ReportContext:
     findings: list  # blocks: the underpowered flag and the conclusion (findings.findings_blocks)
     figures: list[FigureFile]
     figure_errors: list[str]
+    unchosen: list[dict] = field(default_factory=list)  # groups without a chosen learning rate, with the reason
 
     @property
     def runs(self) -> list[Run]:
@@ -60,7 +64,7 @@ def results_blocks(ctx: ReportContext) -> list:
         "Strategy",
         "Budget",
         "LR",
-        "Done",
+        "Seeds",
         "Failed",
         "Validation loss",
         *[name for _, name, _ in optional],
@@ -73,7 +77,7 @@ def results_blocks(ctx: ReportContext) -> list:
             row["label"],
             row["budget_label"],
             fmt_rate(row["learning_rate"]),
-            fmt_int(row["n"]),
+            seeds_text(row["n"], row["n_planned"]),
             fmt_int(row["n_failed"]),
             fmt_mean_ci(row, "eval_loss", fmt_num),
             *[fmt_mean_ci(row, column, fmt) for column, _, fmt in optional],
@@ -83,18 +87,27 @@ def results_blocks(ctx: ReportContext) -> list:
         ]
         for _, row in summary.iterrows()
     ]
-    return [
+    blocks = [
         Heading(2, "Results"),
         Table(columns, rows, numeric=set(range(2, len(columns)))) if rows else Para("No valid runs.", "note"),
         Para(
-            "Means over finished runs at each group's chosen learning rate (LR); ± is the half-width of the 95% t "
-            "confidence interval over seeds, absent with fewer than 2 seeds. Validation loss chooses, test metrics "
-            "report. Improvement = untrained base validation loss − validation loss. Forgetting = rise of the response "
-            "loss on held-out text the adapter never saw (positive = forgot). Per-run values: results.csv; per-group: "
-            "summary.csv.",
+            "Means over finished runs at each group's chosen learning rate (LR); Seeds: finished of planned; ± is the "
+            "half-width of the 95% t confidence interval over seeds, absent with fewer than 2 seeds. Validation loss "
+            "chooses, test metrics report. Improvement = untrained base validation loss − validation loss. Forgetting = "
+            "rise of the response loss on held-out text the adapter never saw (positive = forgot). Per-run values: "
+            "results.csv; per-group: summary.csv.",
             "note",
         ),
     ]
+    if ctx.unchosen:
+        listed = "; ".join(f"{g['label']} at {g['budget_label']} ({g['reason']})" for g in ctx.unchosen)
+        blocks.append(Para(f"Not in this table, no learning rate chosen: {listed}.", "warning"))
+    return blocks
+
+
+def seeds_text(done, planned) -> str:
+    """'2 of 3': finished seeds of the planned ones."""
+    return fmt_int(done) if _missing(planned) else f"{fmt_int(done)} of {fmt_int(planned)}"
 
 
 def rate_grid_blocks(ctx: ReportContext) -> list:
@@ -130,9 +143,11 @@ def stats_blocks(ctx: ReportContext) -> list:
             "Each group is paired with the baseline at the same budget and seed; differences are group − baseline "
             "(for losses negative is better, for exact match and ROUGE-L positive). At budget own the baseline with the "
             "closest trainable-parameter count is used; a group trained with its own ranks (the capacity control) is "
-            f"compared at every budget. p-values are two-sided; Holm corrects across groups within a budget and metric. "
-            f"Verdicts need the Holm-corrected t-test below {ALPHA} and a CI that excludes 0. MDE: the smallest true "
-            "difference these pairs could detect with 80% power."
+            "compared at every budget. p-values are two-sided. A family is one metric at one budget; Holm corrects "
+            f"across its m groups. Verdicts need the Holm-corrected t-test below {ALPHA} and a CI that excludes 0. "
+            f"Level: {ALPHA}/m, what a comparison's own p must beat to be sure of its verdict; MDE: the smallest true "
+            "difference these pairs detect with 80% power at that level. Rows with role capacity-bind compare the "
+            "baseline at a smaller size with the baseline at the next larger one (does capacity bind?)."
         ),
     ]
     if ctx.stats.empty:
@@ -142,11 +157,12 @@ def stats_blocks(ctx: ReportContext) -> list:
         "Budget",
         "Metric",
         "Baseline",
-        "Pairs",
+        "Seeds",
         "Mean diff [95% CI]",
         "t-test p",
         "Wilcoxon p",
         "Holm t p",
+        "Level",
         "MDE",
         "Verdict",
         "Note",
@@ -156,12 +172,13 @@ def stats_blocks(ctx: ReportContext) -> list:
             row["label"],
             row["budget_label"],
             row["metric_name"],
-            fmt_text(row["baseline_label"]),
-            fmt_int(row["n_pairs"]),
+            _baseline(row),
+            seeds_text(row["n_pairs"], row["n_planned"]),
             _diff_ci(row),
             fmt_p(row["t_p"]),
             _wilcoxon(row),
             fmt_p(row["t_p_holm"]),
+            _level(row["mde_level"]),
             fmt_num(row["mde"]),
             fmt_text(row["verdict"]),
         ]
@@ -172,7 +189,7 @@ def stats_blocks(ctx: ReportContext) -> list:
     shared = [n for n in notes[0] if all(n in row_notes for row_notes in notes)] if notes else []
     for row, row_notes in zip(rows, notes):
         row.append("; ".join(n for n in row_notes if n not in shared) or DASH)
-    blocks.append(Table(columns, rows, numeric={4, 6, 7, 8, 9}))
+    blocks.append(Table(columns, rows, numeric={4, 6, 7, 8, 9, 10}))
     if shared:
         blocks.append(Para("Every row: " + "; ".join(shared) + ".", "note"))
     if not ctx.row_stats.empty:
@@ -187,25 +204,44 @@ def stats_blocks(ctx: ReportContext) -> list:
                 _diff_ci(pd.Series({"mean_diff": r.mean_diff, "ci_low": r.ci_low, "ci_high": r.ci_high})),
                 fmt_p(r.p),
                 r.test,
+                fmt_p(r.p_holm),
+                _level(r.mde_level),
                 fmt_num(r.mde),
+                fmt_text(r.verdict),
             ]
             for r in ctx.row_stats.itertuples()
         ]
         blocks += [
             Heading(3, "Per test row"),
             Para(
-                "The same test rows answered by both adapters (same seed), pooled over seeds: exact McNemar test for exact "
-                "match, paired bootstrap CI and paired t-test over rows for ROUGE-L. These say whether these trained "
-                "adapters differ on these rows; the seed-level tests above say whether that survives retraining.",
+                "The row is the unit: every seed answers the same test rows, so each row's paired difference (same seed) "
+                "is averaged over the seeds both finished, and the test runs across rows: an exact sign-flip permutation "
+                "test of the rows' totals for exact match (with one seed, the exact McNemar test), a t-test over rows for "
+                "ROUGE-L; the CI is a t interval over rows, and the MDE is on rows too, at the family's level (for exact "
+                "match, the sign-flip test's own; docs/statistics.md). These say "
+                "whether these trained adapters differ on these rows; the seed-level tests above say whether that "
+                "survives retraining.",
                 "note",
             ),
             Table(
-                ["Strategy", "Budget", "Metric", "Baseline", "Rows", "Seeds", "Mean diff [95% CI]", "p", "Test", "MDE"],
+                ["Strategy", "Budget", "Metric", "Baseline", "Rows", "Seeds", "Mean diff [95% CI]", "p", "Test", "Holm p"]
+                + ["Level", "MDE", "Verdict"],
                 rows,
-                numeric={4, 5, 7, 9},
+                numeric={4, 5, 7, 9, 10, 11},
             ),
         ]
     return blocks
+
+
+def _baseline(row: pd.Series) -> str:
+    """The baseline's label, and its budget when it differs from the row's (capacity checks)."""
+    name = fmt_text(row["baseline_label"])
+    other = row.get("baseline_budget")
+    return name if _missing(other) or other == row["budget_label"] else f"{name} at {other}"
+
+
+def _level(value) -> str:
+    return DASH if _missing(value) else level_text(float(value))
 
 
 def _diff_ci(row: pd.Series) -> str:
@@ -231,7 +267,28 @@ def _stats_notes(row: pd.Series) -> list[str]:
 
 def figure_blocks(ctx: ReportContext) -> list:
     errors = [Para(f"Figure not drawn ({error}); the tables above are complete.", "warning") for error in ctx.figure_errors]
-    return [Heading(2, "Figures")] + errors + [Figure(f) for f in ctx.figures]
+    return [Heading(2, "Figures")] + errors + [Figure(f) for f in ctx.figures if f.name != FOREST]
+
+
+def no_test_split_blocks(ctx: ReportContext) -> list:
+    """With no test split, validation loss judged (and, with a grid, also chose): say so first."""
+    if ctx.df.empty or done_runs(ctx.df).empty or primary_metric(ctx.df) is not VALIDATION_LOSS:
+        return []
+    grid = ctx.read.suite is not None and len(ctx.read.suite.learning_rates) > 1
+    what = (
+        "validation loss both chose the learning rate and judged the strategies, so the verdicts are not measured "
+        "on data held out from the choice"
+        if grid
+        else "the strategies are judged on validation loss, the split training also evaluated on; no rows were held "
+        "out for the verdicts"
+    )
+    return [
+        Para(
+            f"No test split: {what}. To hold out a test split, set data.test_set_size (a fraction such as 0.1, or a row "
+            "count) in the suite's data section or as an override, e.g. `adaptive-lora run SUITE data.test_set_size=0.1`.",
+            "warning",
+        )
+    ]
 
 
 def failed_blocks(ctx: ReportContext) -> list:
@@ -295,8 +352,10 @@ def build_blocks(ctx: ReportContext) -> list:
     ]
     if ctx.read.suite_error:
         blocks.append(Para(ctx.read.suite_error, "warning"))
+    blocks += no_test_split_blocks(ctx)
     blocks += ctx.findings  # the underpowered flag, the conclusion (findings.py)
-    blocks += methods_blocks(ctx.runs, df, ctx.read.suite) + results_blocks(ctx) + rate_grid_blocks(ctx)
+    blocks += [Figure(f) for f in ctx.figures if f.name == FOREST]  # the figure to look at first
+    blocks += methods_blocks(ctx.runs, df, ctx.read.suite, ctx.stats, ctx.row_stats) + results_blocks(ctx) + rate_grid_blocks(ctx)
     if is_seed_study(ctx.read.suite):
         blocks += study_blocks(ctx.summary, df)
     blocks += stats_blocks(ctx) + example_blocks(df) + figure_blocks(ctx) + failed_blocks(ctx)

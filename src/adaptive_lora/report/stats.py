@@ -2,9 +2,10 @@
 
 A sweep trains every strategy with the same seeds, so the natural comparison is paired: for each
 seed, strategy loss minus baseline loss. Seed-to-seed variation (data order, init) then cancels.
-The same pairing works per test row (exact match: McNemar; per-row scores: bootstrap of the
-differences), and the minimum detectable effect says how small a difference either could resolve.
-Everything here returns plain floats or None (never NaN), so callers can format without checks.
+The same pairing works per test row, with the row as the unit (a row's differences are averaged over
+seeds first; exact match: the exact sign-flip permutation test), and the minimum detectable effect
+says how small a difference a test could resolve at a given level. Everything here returns plain
+floats or None (never NaN), so callers can format without checks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
@@ -40,6 +41,7 @@ class MeanCI:
 class PairedResult:
     n_pairs: int
     mean_diff: float | None  # mean of (a - b)
+    sd_diff: float | None  # sample standard deviation of (a - b); None for n < 2
     ci_low: float | None
     ci_high: float | None
     t_p: float | None  # paired t-test, two-sided
@@ -66,6 +68,12 @@ def _clean(values: Sequence[float]) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
+@lru_cache(maxsize=1024)
+def t_quantile(q: float, df: int) -> float:
+    """Student t quantile (scipy.special's, without scipy.stats' per-call overhead: simulations call it often)."""
+    return float(special.stdtrit(df, q))
+
+
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
     """Mean, sample std and the t-based confidence interval of the mean (Student t, n-1 df)."""
     x = _clean(values)
@@ -76,7 +84,7 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
     if n < 2:
         return MeanCI(1, mean, None, None, None)
     std = float(x.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
     return MeanCI(n, mean, std, mean - half, mean + half)
 
 
@@ -141,12 +149,14 @@ def _constant(diffs: np.ndarray) -> bool:
     return len(diffs) > 0 and float(np.ptp(diffs)) <= 1e-12 * max(1.0, float(np.max(np.abs(diffs))))
 
 
-def _t_test_p(diffs: np.ndarray) -> float | None:
-    if len(diffs) < 2 or _constant(diffs):  # zero variance: t is undefined
+def t_test_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided one-sample t-test of mean 0 (a paired t-test on the differences); None when it is
+    undefined (fewer than 2 values, or values equal up to float rounding)."""
+    d = _clean(diffs)
+    if len(d) < 2 or _constant(d):  # zero variance: t is undefined
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return finite(sps.ttest_1samp(diffs, 0.0).pvalue)
+    t = float(d.mean()) / (float(d.std(ddof=1)) / math.sqrt(len(d)))
+    return finite(2.0 * float(special.stdtr(len(d) - 1, -abs(t))))
 
 
 def paired_note(n_pairs: int, diffs: Sequence[float] = ()) -> str:
@@ -171,10 +181,11 @@ def paired_note(n_pairs: int, diffs: Sequence[float] = ()) -> str:
     return "; ".join(notes)
 
 
-def paired_compare(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> PairedResult:
+def paired_compare(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE, wilcoxon: bool = True) -> PairedResult:
     """Compare paired samples a and b (same order = same pair): mean of a - b with its CI and tests.
 
-    Pairs where either side is missing or non-finite are dropped.
+    Pairs where either side is missing or non-finite are dropped. The Wilcoxon test is reported beside
+    the t-test and never enters a verdict; wilcoxon=False skips it (simulations of the verdict).
     """
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
@@ -183,13 +194,14 @@ def paired_compare(a: Sequence[float], b: Sequence[float], confidence: float = C
     keep = np.isfinite(x) & np.isfinite(y)
     diffs = x[keep] - y[keep]
     summary = mean_ci(diffs, confidence)
-    wilcoxon_p, method = wilcoxon_test(diffs)
+    wilcoxon_p, method = wilcoxon_test(diffs) if wilcoxon else (None, None)
     return PairedResult(
         n_pairs=len(diffs),
         mean_diff=summary.mean,
+        sd_diff=summary.std,
         ci_low=summary.ci_low,
         ci_high=summary.ci_high,
-        t_p=_t_test_p(diffs),
+        t_p=t_test_p(diffs),
         wilcoxon_p=wilcoxon_p,
         wilcoxon_method=method,
         note=paired_note(len(diffs), diffs),
@@ -267,47 +279,63 @@ def min_detectable_effect(sd_diff: float | None, n: int, alpha: float = ALPHA, p
     return finite(_noncentrality_for_power(int(n), float(alpha), float(power)) * sd_diff / math.sqrt(n))
 
 
+def _sign_flip_power(mean_diff: float, sd_diff: float, n: int, alpha: float) -> float:
+    """Normal approximation of the power of the two-sided sign-flip test of the sum of n differences with
+    mean mean_diff and standard deviation sd_diff: the sum S is about N(n mean, n sd^2), and the test rejects
+    when |S| exceeds z * sqrt(sum of squares), the sum of squares being about n (sd^2 + mean^2). The mean^2
+    is what sets it apart from the t-test: sign flips measure spread around 0, not around the mean."""
+    z = float(special.ndtri(1 - alpha / 2))
+    threshold = z * math.sqrt(n * (sd_diff**2 + mean_diff**2))
+    spread = sd_diff * math.sqrt(n)
+    return float(special.ndtr((n * mean_diff - threshold) / spread) + special.ndtr((-n * mean_diff - threshold) / spread))
+
+
+def sign_flip_mde(sd_diff: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest true mean difference the sign-flip test (sign_flip_p) detects with the given power over
+    n differences (test rows) of standard deviation sd_diff, from the normal approximation above. None when
+    no difference reaches that power: with sqrt(n) at or below the normal quantile the test cannot reach the
+    level however large the effect (e.g. 5 rows at alpha 0.01), or with a missing sd; 0.0 when sd is 0."""
+    if n < 2 or sd_diff is None or not math.isfinite(sd_diff):
+        return None
+    if sd_diff == 0:
+        return 0.0
+    high = sd_diff
+    for _ in range(60):  # power rises with the effect toward 1 when sqrt(n) exceeds the quantile, else stays low
+        if _sign_flip_power(high, sd_diff, n, alpha) >= power:
+            return finite(optimize.brentq(lambda d: _sign_flip_power(d, sd_diff, n, alpha) - power, 0.0, high, xtol=1e-14))
+        high *= 2
+    return None
+
+
 # --- per-row paired tests -----------------------------------------------------------------------
 
 
-def mcnemar_exact(b: int, c: int) -> float | None:
-    """Two-sided exact McNemar p-value from the discordant pairs: b rows right only with the strategy,
-    c rows right only with the baseline (the binomial test of b in b + c at 1/2). None when b + c == 0:
-    no row tells the two apart, so there is nothing to test."""
-    if int(b) != b or int(c) != c or b < 0 or c < 0:
-        raise ValueError(f"discordant counts must be non-negative integers, got b={b}, c={c}")
-    if b + c == 0:
-        return None
-    return finite(sps.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
+def sign_flip_p(row_totals: Sequence[int]) -> float | None:
+    """Exact two-sided sign-flip permutation p-value of the sum of per-row paired differences.
 
-
-def paired_bootstrap_ci(
-    diffs: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
-) -> tuple[float | None, float | None]:
-    """BCa bootstrap confidence interval of the mean of per-row paired differences (e.g. strategy minus
-    baseline ROUGE-L on the same test row). Resampling the differences keeps the rows paired.
-
-    (None, None) for fewer than 2 differences; (d, d) when every difference is d.
+    row_totals: per test row, an integer difference summed over seeds, e.g. for exact match the
+    seeds where the strategy was right minus those where the baseline was (each between -k and k
+    with k seeds). Under the null the two adapters are exchangeable on every row, so each row's
+    total is as likely to carry either sign; the p-value is the share of all 2^n sign patterns whose
+    |sum| is at least the observed one, counted exactly by convolution (no sampling). With one seed
+    this is the exact McNemar (sign) test. None when every total is 0: no row tells the two apart.
     """
-    d = _clean(diffs)
-    if len(d) < 2:
-        return None, None
-    if _constant(d):
-        return float(d[0]), float(d[0])
-    for method in ("BCa", "percentile"):  # BCa fails on some degenerate resamples; percentile never does
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = sps.bootstrap(
-                (d,),
-                np.mean,
-                n_resamples=n_boot,
-                batch=256,  # memory O(batch * rows), also for BCa's jackknife over many rows
-                vectorized=True,
-                confidence_level=confidence,
-                method=method,
-                rng=np.random.default_rng(seed),
-            )
-        low, high = finite(result.confidence_interval.low), finite(result.confidence_interval.high)
-        if low is not None and high is not None:
-            return low, high
-    return None, None
+    totals = np.asarray(row_totals, dtype=float)
+    if totals.size and not np.all(totals == np.round(totals)):
+        raise ValueError("sign_flip_p needs integer row totals (e.g. right answers summed over seeds)")
+    magnitudes = np.abs(totals).astype(np.int64)
+    magnitudes = magnitudes[magnitudes > 0]
+    if magnitudes.size == 0:
+        return None
+    total = int(magnitudes.sum())
+    # distribution[j]: probability that the rows with a + sign sum to j (the signed sum is then 2j - total).
+    # Rows of equal magnitude m, q of them, add m times a Binomial(q, 1/2) count: one convolution per magnitude.
+    distribution = np.ones(1)
+    for m, q in zip(*np.unique(magnitudes, return_counts=True)):
+        step = np.zeros(int(m) * int(q) + 1)
+        k = np.arange(q + 1)
+        step[:: int(m)] = np.exp(special.gammaln(q + 1) - special.gammaln(k + 1) - special.gammaln(q - k + 1) - q * math.log(2))
+        distribution = np.convolve(distribution, step)
+    observed = abs(int(round(float(totals.sum()))))
+    extreme = np.abs(2 * np.arange(total + 1) - total) >= observed
+    return finite(min(1.0, float(distribution[extreme].sum())))

@@ -22,6 +22,7 @@ class RateChoice:
     chosen: float | None  # None until every selection run of the group has ended
     mean_validation_loss: dict[float, float | None] = field(default_factory=dict)  # rate -> mean (None: failed or missing)
     finished: dict[float, int] = field(default_factory=dict)  # rate -> selection runs that ended
+    why_none: str | None = None  # when chosen is None: why, in words
 
 
 def validation_loss(result: dict[str, Any] | None) -> float | None:
@@ -54,6 +55,11 @@ def choose_rates(suite: Suite, results: dict[str, dict[str, Any] | None]) -> dic
         if all(choice.finished.get(r, 0) == n_seeds for r in means):
             finite = {r: m for r, m in means.items() if m is not None and math.isfinite(m)}
             choice.chosen = min(finite, key=lambda r: (finite[r], r)) if finite else None
+            if not finite:
+                choice.why_none = "no learning rate of the grid finished on every selection seed (see Failed runs)"
+        else:
+            ended, planned = sum(choice.finished.values()), n_seeds * len(means)
+            choice.why_none = f"its learning-rate selection has not finished: {ended} of {planned} selection runs ended"
     return choices
 
 
