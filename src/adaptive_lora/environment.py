@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -200,8 +201,10 @@ def environment(device: str, precision: str | None = None) -> dict:
     }
 
 
+@functools.cache
 def git_state() -> dict:
-    """SHA and dirty flag of the adaptive-lora checkout, when it is one."""
+    """SHA and dirty flag of the adaptive-lora checkout, when it is one: read once per process, the first time
+    (prepare_base asks early), so a long sweep records the code it loaded, not a commit made while it ran."""
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

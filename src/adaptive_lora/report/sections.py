@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 
 from .blocks import DASH, Figure, Heading, Para, Table, _missing, fmt_int, fmt_mean_ci, fmt_num, fmt_p, fmt_params, fmt_text
-from .collect import Run, SweepRuns, budget_order, done_runs, is_seed_study, relative_path
+from .collect import Run, SweepRuns, budget_order, done_runs, relative_path
 from .compare import VALIDATION_LOSS, primary_metric, rate_grid
 from .conclusions import level_text
 from .examples import example_blocks
 from .forest import FOREST
 from .methods import methods_blocks
+from .paper import abstract_blocks, attribution_blocks, capacity_blocks, limitations_blocks, question_blocks
 from .plotting import FigureFile
 from .stats import ALPHA
 from .study import study_blocks
@@ -353,11 +354,15 @@ def build_blocks(ctx: ReportContext) -> list:
     if ctx.read.suite_error:
         blocks.append(Para(ctx.read.suite_error, "warning"))
     blocks += no_test_split_blocks(ctx)
+    blocks += abstract_blocks(df, ctx.stats, ctx.read.suite) + question_blocks(df)
     blocks += ctx.findings  # the underpowered flag, the conclusion (findings.py)
     blocks += [Figure(f) for f in ctx.figures if f.name == FOREST]  # the figure to look at first
     blocks += methods_blocks(ctx.runs, df, ctx.read.suite, ctx.stats, ctx.row_stats) + results_blocks(ctx) + rate_grid_blocks(ctx)
-    if is_seed_study(ctx.read.suite):
-        blocks += study_blocks(ctx.summary, df)
+    if len(df):
+        metric = primary_metric(df)
+        blocks += capacity_blocks(ctx.stats, metric) + attribution_blocks(ctx.stats, metric, ctx.read.suite)
+        blocks += limitations_blocks(df, ctx.runs, ctx.read.suite)
+    blocks += study_blocks(ctx.summary, df)
     blocks += stats_blocks(ctx) + example_blocks(df) + figure_blocks(ctx) + failed_blocks(ctx)
     blocks += other_config_blocks(ctx) + skipped_blocks(ctx)
     return blocks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .blocks import DASH, Heading, Para, Table, fmt_mean_ci, fmt_num, fmt_params
-from .collect import OWN_BUDGET
+from .collect import OWN_BUDGET, budget_order
 
 # The original study's published table (DialoGPT-medium, 200 Alpaca rows, one seed, fp16).
 # `match` finds our counterpart at budget `own`: (strategy, uniform rank or None).
@@ -72,14 +72,27 @@ STUDY_NOTE = (
 
 
 def _our_match(summary: pd.DataFrame, df: pd.DataFrame, strategy: str, rank: int | None) -> pd.Series | None:
-    """Our summary row at budget `own` for one study row (uniform: the one whose mean rank is `rank`)."""
+    """Our summary row for one study row: at budget `own` (the seed study: uniform is the one whose mean rank is
+    `rank`), else in a budget-matched sweep at budget r<rank> for uniform, and at the largest budget otherwise."""
     if summary.empty:
         return None
-    rows = summary[(summary["strategy"] == strategy) & (summary["budget_label"] == OWN_BUDGET)]
-    if rank is not None:
-        ranks = df[df["budget_label"] == OWN_BUDGET].groupby("label")["mean_rank"].median()
-        rows = rows[rows["label"].map(lambda lab: ranks.get(lab) == rank)]
+    ours = summary[(summary["strategy"] == strategy) & (summary["role"] != "capacity-control")]
+    own = ours[ours["budget_label"] == OWN_BUDGET]
+    if len(own):
+        if rank is not None:
+            ranks = df[df["budget_label"] == OWN_BUDGET].groupby("label")["mean_rank"].median()
+            own = own[own["label"].map(lambda lab: ranks.get(lab) == rank)]
+        return None if own.empty else own.iloc[0]
+    budgets = [b for b in budget_order(df) if b != OWN_BUDGET]
+    if not budgets:
+        return None
+    wanted = f"r{rank}" if rank is not None else budgets[-1]
+    rows = ours[(ours["budget_label"] == wanted) & (ours["role"].isin(["baseline", "strategy"]))]
     return None if rows.empty else rows.iloc[0]
+
+
+def _named(row: pd.Series) -> str:
+    return row["label"] if row["budget_label"] == OWN_BUDGET else f"{row['label']} at {row['budget_label']}"
 
 
 def _our_loss(df: pd.DataFrame, row: pd.Series | None, metric: str, fmt) -> str:
@@ -103,12 +116,14 @@ def study_blocks(summary: pd.DataFrame, df: pd.DataFrame) -> list:
         "Our label",
         "Our eval loss",
         "Our perplexity",
+        "Our test loss",
         "Our params",
         "Our train time (s)",
     ]
-    rows = []
+    rows, matched = [], 0
     for study in STUDY_TABLE:
         ours = _our_match(summary, df, *study["match"])
+        matched += ours is not None
         params = f"{study['params']} ({study['exact']:,})" if study["exact"] else study["params"]
         rows.append(
             [
@@ -118,20 +133,25 @@ def study_blocks(summary: pd.DataFrame, df: pd.DataFrame) -> list:
                 params,
                 study["efficiency"],
                 study["time"],
-                DASH if ours is None else ours["label"],
+                DASH if ours is None else _named(ours),
                 _our_loss(df, ours, "eval_loss", fmt_num),
                 _our_loss(df, ours, "perplexity", lambda v: fmt_num(v, 2)),
+                _our_loss(df, ours, "test_loss", fmt_num),
                 DASH if ours is None else fmt_mean_ci(ours, "trainable_params", fmt_params),
                 DASH if ours is None else fmt_mean_ci(ours, "train_time_s", lambda v: fmt_num(v, 1)),
             ]
         )
+    if not matched:
+        return []
     return [
         Heading(2, "The original study beside ours"),
-        Table(columns, rows, numeric={1, 2, 3, 4, 5, 7, 8, 9, 10}),
+        Table(columns, rows, numeric={1, 2, 3, 4, 5, 7, 8, 9, 10, 11}),
         Para(STUDY_NOTE, "note"),
         Para(
-            "Our rows are at budget own (each strategy's own ranks), mean ± 95% CI over seeds. Training times "
-            "depend on hardware and are not comparable across the two studies.",
+            "Our rows: in the seed study at budget own (each strategy's own ranks); in a budget-matched study uniform at the "
+            "study's rank and every other strategy at our largest budget, rescaled to it. Mean ± 95% CI over seeds at "
+            "each group's chosen learning rate. Losses are of another model on other data than the study's, so compare "
+            "orderings, not values; training times depend on hardware and are not comparable either.",
             "note",
         ),
     ]

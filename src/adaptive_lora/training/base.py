@@ -21,6 +21,7 @@ from ..data import Collator, PreparedData, prepare_data
 from ..environment import (
     attention_implementation,
     autocast_dtype,
+    git_state,
     load_dtype,
     resolve_device,
     resolve_precision,
@@ -132,6 +133,7 @@ def _restore_state(model: torch.nn.Module, state: dict) -> None:
 
 
 def prepare_base(config: RunConfig) -> BaseContext:
+    git_state()  # the checkout's state now, as this process loaded it (environment.git_state)
     if config.training.num_threads:
         torch.set_num_threads(config.training.num_threads)
     device = resolve_device(config.model.device)

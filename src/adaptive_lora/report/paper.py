@@ -1,0 +1,256 @@
+"""The report as a short paper: an abstract, the question, and the sections a reader of a study expects
+(does capacity bind?, attribution, limitations), every sentence generated from the runs and their
+statistics, never written by hand.
+
+    abstract_blocks      what was compared, how, and the answer, with its numbers
+    question_blocks      the question and what this sweep varies
+    capacity_blocks      the capacity checks (capacity.py) as a table and in words
+    attribution_blocks   which part of a strategy's effect comes from its initialisation or dynamics
+    limitations_blocks   what this study cannot say: one model, these data, this many steps, this hardware
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..schema import describe
+from ..sweep.suite import Suite
+from .blocks import DASH, Bullets, Heading, Para, Table, fmt_int, fmt_num, fmt_p
+from .capacity import CAPACITY_BIND
+from .collect import OWN_BUDGET, Run, done_runs
+from .compare import EXACT_MATCH, Metric, primary_metric
+from .conclusions import fmt_amount as _fmt_amount
+from .findings import attribution_sentences, capacity_sentences, comparison, power_check
+from .methods import config_value, cpu_text, env_value, joined
+from .stats import finite
+
+QUESTION = (
+    "Does giving each layer and each module (attention q/k/v/o, MLP up/gate/down) its own LoRA rank beat "
+    "uniform rank at the same number of trainable parameters?"
+)
+
+
+def _rows(stats: pd.DataFrame, metric: Metric, role: str) -> pd.DataFrame:
+    if stats is None or stats.empty:
+        return pd.DataFrame()
+    return stats[(stats["metric"] == metric.column) & (stats["role"] == role)]
+
+
+def fmt_amount(value, unit: str = "", digits: int = 4, signed: bool = True) -> str:
+    """conclusions.fmt_amount, with a dash for a missing number."""
+    number = finite(value)
+    return DASH if number is None else _fmt_amount(number, unit, digits, signed)
+
+
+def _unit(metric: Metric) -> str:
+    return "nats" if "loss" in metric.column else ""
+
+
+def _entries(df: pd.DataFrame, suite: Suite | None, roles: tuple[str, ...]) -> list[str]:
+    """Labels of the planned entries with these roles (the suite's, else those that ran), in suite order."""
+    if suite is not None:
+        return list(dict.fromkeys(spec.label for spec in suite.runs if spec.role in roles))
+    return list(dict.fromkeys(df.loc[df["role"].isin(roles), "label"]))
+
+
+def _design(df: pd.DataFrame, suite: Suite | None) -> str:
+    done = done_runs(df)
+    strategies = _entries(df, suite, ("strategy",))
+    controls = _entries(df, suite, ("control", "capacity-control"))
+    baseline = ", ".join(_entries(df, suite, ("baseline",))) or DASH
+    budgets = [b for b in dict.fromkeys(df["budget_label"]) if b != OWN_BUDGET]
+    seeds = (
+        sorted({spec.seed for spec in suite.runs}) if suite is not None else sorted(int(s) for s in df["seed"].dropna().unique())
+    )
+    steps = done["steps"].dropna()
+    rates = suite.learning_rates if suite is not None else sorted(df["learning_rate"].dropna().unique())
+    parts = [
+        f"{len(strategies)} allocations ({'; '.join(strategies)}) against {baseline}",
+        f"at the budgets {', '.join(budgets)}" if budgets else "each at its own ranks",
+        f"with {len(controls)} controls ({'; '.join(controls)})" if controls else "",
+        f"on {joined(df['model'], describe)} fine-tuned on {joined(df['data_source'])}",
+        f"{fmt_int(steps.median())} optimizer steps per run" if len(steps) else "",
+        f"{len(seeds)} seeds",
+        (
+            f"the learning rate chosen per allocation and budget from {len(rates)} rates on validation loss"
+            if len(rates) > 1
+            else ""
+        ),
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+TESTED = ("better", "worse", "no detectable difference")
+
+
+def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
+    rows = _rows(stats, metric, "strategy")
+    if rows.empty:
+        return "No allocation was compared with the baseline: there is no answer yet."
+    counts = rows["verdict"].value_counts()
+    better = rows[rows["verdict"] == "better"]
+    unit = _unit(metric)
+    mdes = [m for m in (finite(v) for v in rows["mde"]) if m is not None and m > 0]
+    tally = (
+        f"In {metric.name}, of {len(rows)} comparisons with the baseline at equal budget, {counts.get('better', 0)} came out "
+        f"better, {counts.get('worse', 0)} worse and {counts.get('no detectable difference', 0)} showed no detectable difference"
+    )
+    untested = len(rows) - sum(counts.get(v, 0) for v in TESTED)
+    tally += f" ({untested} could not be tested)." if untested else "."
+    if separated is False:
+        return tally + " The capacity control did not separate, so the study is underpowered and its null results answer nothing."
+    if len(better):
+        named = "; ".join(
+            f"{row['label']} at {row['budget_label']} ({fmt_amount(row['mean_diff'], unit, metric.digits)}, "
+            f"95% CI [{fmt_amount(row['ci_low'], '', metric.digits)}, {fmt_amount(row['ci_high'], '', metric.digits)}])"
+            for _, row in better.iterrows()
+        )
+        return tally + f" The answer here is yes for {named}."
+    resolution = (
+        f" at a resolution of about {fmt_amount(min(mdes), unit, metric.digits, signed=False)} to "
+        f"{fmt_amount(max(mdes), unit, metric.digits, signed=False)} (the minimum detectable effects)"
+        if mdes
+        else ""
+    )
+    return tally + f" The answer here is no: non-uniform allocation did not detectably beat uniform rank{resolution}."
+
+
+def abstract_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) -> list:
+    if df.empty:
+        return []
+    metric = primary_metric(df)
+    separated, _ = power_check(stats, metric)
+    sentences = [f"{QUESTION} This sweep compared {_design(df, suite)}."]
+    control = _rows(stats, metric, "capacity-control")
+    if len(control):
+        row = control.iloc[0]
+        word = "separated from" if separated else "did not separate from"
+        sentences.append(
+            f"Its capacity control ({row['label']}) {word} the baseline "
+            f"({fmt_amount(row['mean_diff'], _unit(metric), metric.digits)} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})."
+        )
+    bind = _rows(stats, metric, CAPACITY_BIND)
+    for _, row in bind.iterrows():
+        pair = f"{row['label']} at {row['budget_label']} against {row['baseline_label']} at {row['baseline_budget']}"
+        amount = fmt_amount(row["mean_diff"], _unit(metric), metric.digits)
+        if row["verdict"] not in TESTED:
+            sentences.append(f"Whether capacity binds is not tested yet ({pair}: {amount}, {row['verdict']}).")
+            continue
+        binds = row["verdict"] == ("worse" if not metric.higher_is_better else "better")
+        what = "binds" if binds else "does not detectably bind"
+        sentences.append(f"Capacity {what}: {pair} differs by {amount} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])}.")
+    sentences.append(_answer(stats, metric, separated))
+    if EXACT_MATCH.column in (set(stats["metric"]) if len(stats) else set()) and metric is not EXACT_MATCH:
+        em = _rows(stats, EXACT_MATCH, "strategy")
+        if len(em):
+            counts = em["verdict"].value_counts()
+            sentences.append(
+                f"In test exact match: {counts.get('better', 0)} better, {counts.get('worse', 0)} worse, "
+                f"{counts.get('no detectable difference', 0)} no detectable difference."
+            )
+    return [Heading(2, "Abstract"), Para(" ".join(sentences), "conclusion")]
+
+
+def question_blocks(df: pd.DataFrame) -> list:
+    if df.empty:
+        return []
+    budgets = [b for b in dict.fromkeys(df["budget_label"]) if b != OWN_BUDGET]
+    how = (
+        "Every allocation is rescaled to the same trainable-parameter budget as the baseline it is paired with"
+        if budgets
+        else "Each configuration keeps its own ranks and is paired with the baseline of the closest parameter count"
+    )
+    return [
+        Heading(2, "The question"),
+        Para(
+            f"{QUESTION} {how}; each pair shares its seed (initialisation and data order), its data splits and its "
+            "training settings, so a paired difference measures the allocation. The learning rate is chosen on the "
+            "validation split; the test split only reports. A capacity control (far fewer parameters) must come out "
+            "worse, or the study could not have seen a difference at all."
+        ),
+    ]
+
+
+def capacity_blocks(stats: pd.DataFrame, metric: Metric) -> list:
+    rows = _rows(stats, metric, CAPACITY_BIND)
+    blocks = [Heading(2, "Does capacity bind?")]
+    if rows.empty:
+        blocks.append(
+            Para("Not asked: this sweep has one baseline size, so there is no smaller capacity to compare with.", "note")
+        )
+        return blocks
+    table = [
+        [
+            f"{row['label']} at {row['budget_label']}",
+            f"{row['baseline_label']} at {row['baseline_budget']}",
+            fmt_num(row["mean_diff"], metric.digits),
+            f"[{fmt_num(row['ci_low'], metric.digits)}, {fmt_num(row['ci_high'], metric.digits)}]",
+            fmt_p(row["t_p_holm"]),
+            f"{fmt_int(row['n_pairs'])}",
+            str(row["verdict"]),
+        ]
+        for _, row in rows.iterrows()
+    ]
+    blocks.append(
+        Table(["smaller", "larger", f"difference ({metric.name})", "95% CI", "Holm p", "seeds", "verdict"], table, {2, 4, 5})
+    )
+    blocks += [Para(sentence, "conclusion") for sentence in capacity_sentences(stats, metric)]
+    return blocks
+
+
+def attribution_blocks(stats: pd.DataFrame, metric: Metric, suite: Suite | None) -> list:
+    sentences = attribution_sentences(stats, metric, suite)
+    controls = _rows(stats, metric, "control")
+    blocks = [Heading(2, "Attribution")]
+    planned = [e for e in (suite.data.get("strategies") or []) if isinstance(e, dict) and e.get("isolates")] if suite else []
+    if not sentences and controls.empty:
+        why = (
+            f"Its {len(planned)} attribution controls have no finished pairs with the baseline yet."
+            if planned
+            else "This sweep has no attribution controls (role: control with isolates)."
+        )
+        return blocks + [Para(why, "note")]
+    blocks += [Para(sentence, "conclusion") for sentence in sentences]
+    for _, row in controls.iterrows():
+        c = comparison(row, metric)
+        blocks.append(
+            Para(
+                f"Control {c.label} at {c.budget}: {row['verdict']} against {c.baseline} "
+                f"({fmt_amount(c.mean_diff, c.unit, c.digits)}, Holm p {fmt_p(c.p)}).",
+                "note",
+            )
+        )
+    return blocks
+
+
+def limitations_blocks(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -> list:
+    """What the study cannot say, from what it actually ran."""
+    if df.empty:
+        return []
+    done = done_runs(df)
+    steps = done["steps"].dropna()
+    tokens = done["tokens_seen"].dropna()
+    finished = len(df["seed"].dropna().unique())
+    planned = len({spec.seed for spec in suite.runs}) if suite is not None else finished
+    seeds = f"{planned} seeds" + (f" ({finished} with finished runs so far)" if finished < planned else "")
+    precision = joined(config_value(r, "model", "precision") for r in runs)
+    devices = f"{joined(env_value(r, 'device_name') for r in runs)} ({cpu_text(runs)})"
+    items = [
+        f"One model: {joined(df['model'], describe)} ({joined(df['total_params'], fmt_int)} parameters). Larger models have more "
+        "layers and wider modules, where the best shape may differ; `recommend --model` transfers a shape, it does not test it.",
+        f"One data set: {joined(df['data_source'])}, with {joined((r.result.get('data') or {}).get('n_train') for r in runs)} "
+        "training rows. Another task or more data may need capacity elsewhere.",
+        f"Short training: {fmt_int(steps.median()) if len(steps) else DASH} optimizer steps "
+        f"({fmt_int(tokens.median()) if len(tokens) else DASH} tokens) per run. Allocation may matter more when training "
+        "is long enough for capacity to bind harder.",
+        f"{seeds}: the seed-level tests resolve only differences of the size the minimum detectable effects state; "
+        "a smaller true effect may exist.",
+        f"Hardware and precision: {devices}, {precision}. Results are deterministic given the configuration on one machine; "
+        "another CPU or a GPU rounds differently and gives slightly different numbers.",
+    ]
+    if df["learning_rate"].nunique() > 1 and suite is not None and suite.staged:
+        items.append(
+            f"The learning rate was chosen on seed(s) {', '.join(map(str, suite.selection_seeds))} only, from "
+            f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison."
+        )
+    return [Heading(2, "Limitations"), Bullets(items)]
