@@ -119,6 +119,11 @@ def _run_processes(todo: list[RunSpec], sweep_dir: Path, options: SweepOptions, 
         except KeyboardInterrupt:
             for future in futures:
                 future.cancel()
+            # Runs already handed to a worker's queue cannot be cancelled: stop the workers, or a SIGTERM to this
+            # process (not to its group) would leave them training the queued runs. Their runs have no result.json
+            # and run again on resume.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
             raise
 
 

@@ -1,0 +1,45 @@
+"""The committed studies (results/<suite>/): their runs regenerate the committed tables, offline, and the
+repository stays lean (no adapter weights, under 50 MB)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adaptive_lora.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+STUDIES = sorted(p for p in RESULTS.glob("*") if (p / "summary.csv").is_file()) if RESULTS.is_dir() else []
+TABLES = ("summary.csv", "stats.csv")
+
+
+def _committed(path: Path) -> list[str]:
+    done = subprocess.run(["git", "-C", str(ROOT), "ls-files", str(path)], capture_output=True, text=True)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def test_there_is_a_committed_study():
+    assert STUDIES, "results/ holds no study with a report"
+
+
+@pytest.mark.parametrize("study", STUDIES[:1], ids=lambda p: p.name)
+def test_the_committed_runs_regenerate_the_committed_tables(study, tmp_path):
+    copy = tmp_path / study.name
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("adapter", "figures", "report.*", ".claims", ".base-eval"))
+    for table in TABLES:
+        (copy / table).unlink()
+    write_report(copy)
+    for table in TABLES:
+        committed, regenerated = pd.read_csv(study / table), pd.read_csv(copy / table)
+        pd.testing.assert_frame_equal(regenerated, committed, check_exact=False, rtol=1e-12, atol=1e-12, obj=table)
+
+
+def test_results_are_lean():
+    files = [ROOT / f for f in _committed(RESULTS)]
+    assert not [f for f in files if f.suffix in (".safetensors", ".bin", ".pt")], "weights under results/"
+    assert sum(f.stat().st_size for f in files if f.is_file()) < 50 * 2**20
