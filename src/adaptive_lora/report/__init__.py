@@ -5,6 +5,7 @@
     stats.py     the statistics themselves (CIs, paired tests, Holm)
     figures.py   figures (heatmaps.py, figures_importance.py for rank and importance maps)
     blocks.py    report blocks rendered as Markdown and HTML; sections.py, study.py: what the report says
+    search.py    the search section of a final stage of `adaptive-lora search` (search.json)
 
 Torch-free: a report can be written on a machine without torch.
 """
@@ -26,6 +27,7 @@ from .compare import paired_stats, summarize
 from .figures import render_all
 from .findings import findings_blocks
 from .rowstats import row_stats
+from .search import search_blocks
 from .sections import ReportContext, build_blocks
 
 
@@ -66,7 +68,7 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         figures=figure_files,
         figure_errors=figure_errors,
     )
-    blocks = build_blocks(context)
+    blocks = build_blocks(context) + search_blocks(sweep, sweep / "figures")  # the search section: final stages of `search` only
     md_path, html_path = sweep / "report.md", sweep / "report.html"
     atomic_write_text(md_path, render_markdown(blocks, sweep))
     atomic_write_text(html_path, render_html(blocks, context.title))
