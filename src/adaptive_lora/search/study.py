@@ -48,7 +48,7 @@ def storage_url(cfg: SearchConfig, search_dir: Path) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine: dict[str, Any] = {"creator": _sqlite_connector(url)} if url.startswith("sqlite:///") else {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(
             url,
@@ -65,6 +65,22 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise UserError(
             f"cannot open the search storage {url.split('@')[-1]}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         ) from None
+
+
+def _sqlite_connector(url: str) -> Callable[[], Any]:
+    """SQLite in WAL mode: workers read while one writes, and a commit need not wait for the disk (synchronous=NORMAL
+    keeps the file consistent; a power cut may lose the last commits, which a resumed search redoes)."""
+    import sqlite3
+
+    path = url[len("sqlite:///") :]
+
+    def connect():
+        connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    return connect
 
 
 def make_pruner(cfg: SearchConfig, steps: int, eval_every: int) -> optuna.pruners.BasePruner:
@@ -195,7 +211,7 @@ def run_worker(
     eval_every: int,
     worker: int = 0,
 ) -> None:
-    """One worker: open (or create) the study, repair it, and optimise until --trials, --timeout or Ctrl-C."""
+    """One worker: open (or create) the study, repair it, and optimise until --trials, --timeout or Ctrl-C. Returns the study."""
     study = open_study(cfg, identity, name, open_storage(url), space, steps, eval_every, worker)
     repair(study)
 
@@ -226,8 +242,9 @@ def run_worker(
         return value
 
     if enough(study.get_trials(deepcopy=False)):
-        return
-    study.optimize(run, timeout=cfg.timeout, callbacks=[stop_when_enough], catch=(TrialFailed,), gc_after_trial=True)
+        return study
+    study.optimize(run, timeout=cfg.timeout, callbacks=[stop_when_enough], catch=(TrialFailed,))
+    return study
 
 
 def load(name: str, url: str):
