@@ -17,7 +17,7 @@ from ..errors import UserError
 PRUNERS = ("median", "halving", "hyperband", "none")
 # What makes two searches the same search (a study resumed or shared must agree on these); the rest says
 # how long and where this invocation runs.
-RUN_CONTROL = ("trials", "timeout", "workers", "storage", "study", "final", "quiet")
+RUN_CONTROL = ("trials", "timeout", "workers", "max_tokens", "storage", "study", "final", "quiet")
 
 
 @dataclass
@@ -26,6 +26,7 @@ class SearchConfig:
     trials: int = 30  # trials the study holds when the search stops (complete, pruned or failed), over all workers
     timeout: float | None = None  # seconds for this invocation (Optuna's timeout): no trial starts after it
     workers: int = 1  # worker processes on this machine, sharing the study
+    max_tokens: int | None = None  # no trial starts once the study's trials have spent this many training tokens
     storage: str | None = None  # None: sqlite:///SEARCH/study.db; postgresql://user@host/db for several machines
     study: str | None = None  # study name; None: one derived from the search's settings, so equal searches share it
     knots: int = 3  # depth-profile knots over relative depth 0..1 (1: no depth profile)
@@ -59,6 +60,7 @@ def search_config(values: dict[str, Any] | None = None, where: str = "search") -
         (cfg.trials >= 1, "trials must be at least 1"),
         (cfg.timeout is None or cfg.timeout > 0, "timeout must be a positive number of seconds"),
         (cfg.workers >= 1, "workers must be at least 1"),
+        (cfg.max_tokens is None or cfg.max_tokens > 0, "max_tokens must be a positive number of training tokens"),
         (1 <= cfg.knots <= 16, "knots must be from 1 to 16"),
         (0 < cfg.weight_min < 1, "weight_min must be between 0 and 1, e.g. 0.1"),
         (0 < cfg.lr_min <= cfg.lr_max, f"need 0 < lr_min <= lr_max, got {cfg.lr_min:g} and {cfg.lr_max:g}"),

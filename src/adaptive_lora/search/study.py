@@ -10,19 +10,22 @@ reports intermediate values with `trial.report` and raises `optuna.TrialPruned` 
 - --trials counts the study's trials that ended (complete, pruned, failed in training), over every
   worker and invocation; a trial interrupted or killed does not count and runs again (same parameters).
   As with Optuna's MaxTrialsCallback, workers that finish together may run up to workers - 1 more.
-- --timeout is Optuna's: no trial starts after that many seconds of this invocation.
+- --timeout is Optuna's: no trial starts after that many seconds of this invocation; search.max_tokens stops
+  starting trials once the study's trials have spent that many training tokens (equal-compute comparisons).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from ..errors import UserError
@@ -50,16 +53,22 @@ def storage_url(cfg: SearchConfig, search_dir: Path) -> str:
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine: dict[str, Any] = {"creator": _sqlite_connector(url)} if url.startswith("sqlite:///") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+            except sqlalchemy.exc.IntegrityError:  # workers that start together race to create the tables: the loser retries
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
     except ImportError as exc:
         raise UserError(
-            f"storage {url.split(':', 1)[0]}: a database driver is missing ({exc}); for PostgreSQL: pip install psycopg2-binary"
+            f"storage {url.split(':', 1)[0]}: a database driver is missing ({exc}); for PostgreSQL: pip install 'adaptive-lora[postgres]'"
         ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors: one line naming the storage
         raise UserError(
@@ -144,8 +153,6 @@ def _differences(recorded: dict, identity: dict) -> list[str]:
 
 def _wait_for_identity(study, attempts: int = 60) -> dict:
     """A study another worker created a moment ago may not carry its identity yet."""
-    import time
-
     for _ in range(attempts):
         recorded = study.user_attrs.get(IDENTITY_ATTR)
         if recorded is not None:
@@ -165,6 +172,11 @@ def counted(trials) -> int:
         or (t.state == TrialState.FAIL and t.user_attrs.get("status") in FAILED_STATUSES)
         for t in trials
     )
+
+
+def tokens_spent(trials) -> int:
+    """Training tokens the study's trials have spent (running ones so far): the search's compute."""
+    return sum(int(t.user_attrs.get("tokens") or 0) for t in trials)
 
 
 def repair(study) -> int:
@@ -216,6 +228,8 @@ def run_worker(
     repair(study)
 
     def enough(trials) -> bool:
+        if cfg.max_tokens is not None and tokens_spent(trials) >= cfg.max_tokens:
+            return True
         return counted(trials) + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials
 
     def stop_when_enough(study, _trial) -> None:
