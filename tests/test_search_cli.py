@@ -124,3 +124,32 @@ def test_search_end_to_end_resumes_and_feeds_report_and_recommend(tiny_llama_dir
 
 def _study_name(out: Path) -> str:
     return optuna.get_all_study_names(storage=f"sqlite:///{out / 'study.db'}")[0]
+
+
+def test_a_run_stopped_by_its_pruner_ends_pruned_never_done(tiny_llama_dir, data_file, tmp_path):
+    from adaptive_lora.schema import read_metrics, read_result
+    from adaptive_lora.training import Pruned, finished_result, train
+
+    heard = []
+
+    def on_eval(step: int, loss: float, tokens: int) -> None:
+        heard.append((step, loss, tokens))
+        raise Pruned(step)
+
+    config = {
+        "model": {"name": str(tiny_llama_dir)},
+        "data": {"source": str(data_file), "val_set_size": 8},
+        "training": {"max_steps": 6, "eval_steps": 2, "micro_batch_size": 4, "sequence_len": 128, "logging_steps": 1},
+        "allocation": {"lora_r": 4},
+        "eval": {"generate": False, "forgetting": None},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    result = train(config, on_eval=on_eval)
+    assert result["status"] == "pruned" and result["steps"] == 2 and result["eval_loss"] is None
+    assert [step for step, _, _ in heard] == [2] and heard[0][2] == result["tokens_seen"] > 0
+    recorded, problem = read_result(tmp_path / "run")
+    assert problem is None and recorded["status"] == "pruned"
+    assert finished_result(tmp_path / "run") is None  # a sweep or a second train() runs it again
+    assert not (tmp_path / "run" / "adapter").exists()
+    evals = [r for r in read_metrics(tmp_path / "run") if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 2] and evals[1]["eval_loss"] == heard[0][1]

@@ -15,7 +15,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-import search_synthetic as synthetic
 from adaptive_lora.search.study import counted
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
 from ..schema import ROLES, read_search_record
-from .blocks import Figure, Heading, Para, Table, fmt_int, fmt_num
+from .blocks import DASH, Figure, Heading, Para, Table, fmt_int, fmt_num
 from .plotting import save_figure
 
 
@@ -27,7 +27,7 @@ def search_blocks(sweep: Path, figures_dir: Path) -> list:
         Para(
             f"{len(trials)} trials at budget {record['budget']['label']} ({record['budget']['params']:,} parameters): "
             f"{states['complete']} complete, {states['pruned']} pruned early, {states['fail']} failed; {tokens:,} training tokens "
-            f"in all. Uniform's learning rate ({fmt_num(uniform.get('learning_rate'), 6)}) is its best trial's in the same study. "
+            f"in all. Uniform's learning rate ({_rate(uniform.get('learning_rate'))}) is its best trial's in the same study. "
             "The runs above retrain the best allocations and uniform with fresh seeds; their test comparison is the verdict."
         ),
         Para(
@@ -37,7 +37,7 @@ def search_blocks(sweep: Path, figures_dir: Path) -> list:
         ),
     ]
     rows = [
-        [c["label"], fmt_int(c["trial"]), fmt_num(c["learning_rate"], 6), fmt_num(c["value"])]
+        [c["label"], fmt_int(c["trial"]), _rate(c["learning_rate"]), fmt_num(c["value"])]
         for c in ([uniform | {"label": "uniform"}] if uniform else []) + list(record.get("candidates") or [])
     ]
     if rows:
@@ -48,6 +48,10 @@ def search_blocks(sweep: Path, figures_dir: Path) -> list:
         except (ValueError, KeyError, TypeError) as exc:  # one figure missing beats no report
             blocks.append(Para(f"figure {name} failed: {type(exc).__name__}: {exc}", "warning"))
     return blocks
+
+
+def _rate(value) -> str:
+    return f"{float(value):.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else DASH
 
 
 def _figures(record: dict) -> list:

@@ -16,8 +16,8 @@ class TrialProgress:
     def start(self, number: int, kind: str, rate: float) -> TrialLine:
         name = f"{self.prefix}trial {number} ({kind}, lr {rate:.2e})"
         task = self.live.add_task(name, total=self.steps, val="-", state="") if self.live else None
-        if self.live and not self.live.live.is_started:
-            self.live.start()
+        if self.live:
+            self.live.start()  # idempotent: a no-op while the display runs
         return TrialLine(self, name, task)
 
 

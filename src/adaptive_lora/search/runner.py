@@ -35,6 +35,7 @@ from .final import choose, final_suite, ranks_at_budget, search_record
 from .settings import SearchConfig, identity_hash
 from .space import SearchSpace
 from .study import counted, load, run_worker, storage_url, study_name
+from .trial import training_steps
 
 SEARCH_CONFIG_FILE = "search.yaml"
 FINAL_DIR = "final"
@@ -107,8 +108,6 @@ def run_search(plan: SearchPlan, out: str | Path) -> dict[str, Any]:
         search_dir / SEARCH_CONFIG_FILE, yaml.safe_dump({"run": plan.identity["run"], "search": cfg.to_dict()}, sort_keys=False)
     )
     data = prepare_data(run.data, load_tokenizer(run.model.name, run.model.trust_remote_code), run.training.sequence_len)
-    from .trial import training_steps
-
     steps = training_steps(len(data.train), run)
     eval_every = max(1, steps // cfg.evaluations)
     url = storage_url(cfg, search_dir)

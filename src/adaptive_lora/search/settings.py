@@ -16,8 +16,8 @@ from ..errors import UserError
 
 PRUNERS = ("median", "halving", "hyperband", "none")
 # What makes two searches the same search (a study resumed or shared must agree on these); the rest says
-# how long and where this invocation runs.
-RUN_CONTROL = ("trials", "timeout", "workers", "max_tokens", "storage", "study", "final", "quiet")
+# how long and where this invocation runs, and how its final stage retrains what the study found.
+RUN_CONTROL = ("trials", "timeout", "workers", "max_tokens", "storage", "study", "final", "top", "final_seeds", "quiet")
 
 
 @dataclass
