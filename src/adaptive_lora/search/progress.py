@@ -53,7 +53,7 @@ class TrialLine:
             live.console.print(text)
             if not live.tasks:
                 live.stop()
-        else:
+        elif state != "pruned":  # a plain log already said "pruned" at the validation that stopped it
             print(text, file=sys.stderr, flush=True)
 
 

@@ -222,7 +222,7 @@ def run_worker(
     steps: int,
     eval_every: int,
     worker: int = 0,
-) -> None:
+) -> optuna.Study:
     """One worker: open (or create) the study, repair it, and optimise until --trials, --timeout or Ctrl-C. Returns the study."""
     study = open_study(cfg, identity, name, open_storage(url), space, steps, eval_every, worker)
     repair(study)
@@ -239,6 +239,7 @@ def run_worker(
     def run(trial) -> float:
         trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("kind", trial.user_attrs.get("kind", KIND_SEARCH))
+        trial.set_user_attr("tokens", 0)  # a retried trial's copy of its earlier attempt's count: counted there
         values = space.suggest(trial)
         try:
             value = objective(trial, values)
