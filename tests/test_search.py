@@ -76,6 +76,14 @@ def test_a_second_run_resumes_and_a_killed_trial_runs_again(tmp_path):
     assert len(retried) == 1 and retried[0].params == study.trials[trial.number].params
 
 
+def test_timeout_and_token_cap_stop_new_trials_as_optunas_timeout_does(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = synthetic.run(url, "timeout", 10, timeout=1e-9)  # no trial may start after the timeout
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING] * 3  # only the enqueued uniform trials
+    study = synthetic.run(url, "timeout", 10, max_tokens=2 * synthetic.STEPS * 100)  # two full trials' tokens
+    assert counted(study.trials) == 2 and study.trials[0].user_attrs["tokens"] == synthetic.STEPS * 100
+
+
 def test_roles_are_grouped_or_individual_and_bad_ones_are_named():
     roles = ["q", "k", "v", "o", "up", "gate", "down"]
     assert role_groups("grouped", roles) == [("attention", ("q", "k", "v", "o")), ("mlp", ("up", "gate", "down"))]
