@@ -2,5 +2,5 @@
 # Set up (if needed) and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh dev,ray,tensorboard
+scripts/bootstrap.sh dev,ray,tensorboard,postgres
 exec .venv/bin/python -m pytest "$@"

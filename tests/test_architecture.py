@@ -80,13 +80,14 @@ def test_no_import_cycles_inside_the_package():
 @pytest.mark.parametrize(
     "layer, forbidden",
     [
-        ("adaptive_lora.schema", ("training", "sweep", "report", "strategies", "cli")),
-        ("adaptive_lora.report", ("training", "strategies", "planning", "cli", "models", "loss")),
-        ("adaptive_lora.strategies", ("training", "sweep", "report", "cli", "planning")),
-        ("adaptive_lora.evaluation", ("training", "sweep", "report", "cli", "strategies", "planning")),
-        ("adaptive_lora.data", ("evaluation", "strategies", "training", "sweep", "report", "cli", "planning")),
-        ("adaptive_lora.training", ("sweep", "report", "cli")),
-        ("adaptive_lora.sweep", ("report", "cli")),
+        ("adaptive_lora.schema", ("training", "sweep", "search", "report", "strategies", "cli")),
+        ("adaptive_lora.report", ("training", "strategies", "planning", "cli", "models", "loss", "search")),
+        ("adaptive_lora.strategies", ("training", "sweep", "search", "report", "cli", "planning")),
+        ("adaptive_lora.evaluation", ("training", "sweep", "search", "report", "cli", "strategies", "planning")),
+        ("adaptive_lora.data", ("evaluation", "strategies", "training", "sweep", "search", "report", "cli", "planning")),
+        ("adaptive_lora.training", ("sweep", "search", "report", "cli")),
+        ("adaptive_lora.sweep", ("search", "report", "cli")),
+        ("adaptive_lora.search", ("report", "cli")),
     ],
 )
 def test_dependencies_point_one_way(layer, forbidden):

@@ -87,3 +87,18 @@ def test_bench_train_measures_bf16_beside_fp32(tiny_llama_dir, tmp_path):
     assert results["precisions"] == ["fp32", "bf16"]  # the default where the CPU has bf16 units
     assert {"ours bf16 vs ours fp32", "ours vs plain bf16"} <= set(results["ratios"])
     assert all(0 < v["fraction_of_matmul_peak"] for v in results["variants"].values())
+
+
+def test_bench_search_smoke_compares_search_and_grid_at_equal_tokens(tmp_path):
+    figures_file = tmp_path / "figures.json"
+    assert load_benchmark("bench_search").main(["--smoke", "--out", str(tmp_path / "bench"), "--json", str(figures_file)]) == 0
+    figures = json.loads(figures_file.read_text())
+    grid, search = figures["grid"], figures["search"]
+    assert figures["smoke"] and grid["runs"] == 2  # two shapes x one rate on the search's seed
+    # equal compute: the search starts no trial once it has spent the grid's tokens, so it overshoots by at most one trial
+    longest_trial = max(t["tokens"] or 0 for t in json.loads((tmp_path / "bench/search/final/search.json").read_text())["trials"])
+    assert 0 < search["tokens"] <= grid["tokens"] + longest_trial
+    for arm in (grid, search):
+        assert arm["best_validation"] > 0 and arm["uniform_validation"] > 0
+        roles = {v["role"] for v in arm["test_verdicts"]}
+        assert roles == {"strategy", "capacity-control"} and all(v["n_pairs"] == 2 for v in arm["test_verdicts"])

@@ -55,6 +55,9 @@ RESULT_FILE = "result.json"
 SUITE_FILE = "suite.yaml"  # a sweep's resolved suite; earlier ones are kept in suites/<suite id>.yaml
 SUITE_HISTORY_DIR = "suites"
 CLAIMS_DIR = ".claims"  # a sweep's per-run lock files
+SEARCH_MARKER = ".adaptive-lora-search"  # written first into every search directory (adaptive-lora search)
+SEARCH_FILE = "search.json"  # in a search's final sweep: the search's trials, importances and choices
+SEARCH_FORMAT = 1
 REPORT_FILES = ("results.csv", "summary.csv", "stats.csv", "row_stats.csv", "report.md", "report.html", "figures")
 RUN_FILES = (
     CONFIG_FILE,
@@ -69,7 +72,7 @@ RUN_FILES = (
     RESULT_FILE,
 )
 
-STATUSES = ("done", "diverged", "oom", "error", "interrupted")
+STATUSES = ("done", "diverged", "oom", "error", "interrupted", "pruned")  # pruned: stopped early by a search's pruner
 FAILED_STATUSES = ("diverged", "oom", "error")
 REQUIRED_RESULT_KEYS = ("run_id", "status", "strategy", "label", "budget_label", "seed")
 
@@ -302,6 +305,38 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+# --- search.json -------------------------------------------------------------------------------
+
+SEARCH_KEYS = ("format", "budget", "space", "trials", "importances", "uniform", "candidates", "best")
+SEARCH_TRIAL_KEYS = ("number", "state", "kind", "value", "intermediate", "tokens", "params")
+
+
+def write_search_record(sweep_dir: str | Path, record: dict[str, Any]) -> None:
+    write_json(Path(sweep_dir) / SEARCH_FILE, record)
+
+
+def read_search_record(sweep_dir: str | Path) -> tuple[dict | None, str | None]:
+    """(record, None); (None, None) when the sweep has no search.json (not a search); (None, why) when unusable."""
+    path = Path(sweep_dir) / SEARCH_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        record = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{SEARCH_FILE} is not valid JSON: {exc}"
+    missing = [k for k in SEARCH_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        return None, f"{SEARCH_FILE} lacks key(s): {', '.join(missing)}"
+    if record["format"] != SEARCH_FORMAT:
+        return None, f"{SEARCH_FILE} has format {record['format']!r}; this version reads format {SEARCH_FORMAT}"
+    if not isinstance(record["trials"], list):
+        return None, f"{SEARCH_FILE}: trials is not a list"
+    bad = next((i for i, t in enumerate(record["trials"]) if not isinstance(t, dict) or set(SEARCH_TRIAL_KEYS) - set(t)), None)
+    if bad is not None:
+        return None, f"{SEARCH_FILE}: trials[{bad}] lacks one of {', '.join(SEARCH_TRIAL_KEYS)}"
+    return record, None
 
 
 # --- predictions.jsonl --------------------------------------------------------------------------

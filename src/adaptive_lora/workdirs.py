@@ -1,7 +1,7 @@
 """Run and sweep directories: only what adaptive-lora made may be reused or cleared.
 
 A run directory gets the marker file `.adaptive-lora-run` before anything else, a sweep directory
-`.adaptive-lora-sweep`. A directory that holds files but no marker is the user's: it is refused
+`.adaptive-lora-sweep`, a search directory `.adaptive-lora-search`. A directory that holds files but no marker is the user's: it is refused
 with a one-line error and nothing in it is touched, unless it proves to be a run from before markers
 (a result.json or config.yaml that parses as ours, and nothing but run files). Clearing a run
 directory (an unfinished run, or `--overwrite`) removes only the entries a run writes
@@ -34,6 +34,7 @@ from .schema import (
     RUN_FILES,
     RUN_LOCK,
     RUN_MARKER,
+    SEARCH_MARKER,
     SWEEP_MARKER,
     TENSORBOARD_DIR,
     result_problem,
@@ -198,6 +199,22 @@ def check_sweep_dir(path: str | Path) -> None:
     names = _entries(path, "sweep")
     if names and not is_sweep_dir(path):
         raise _foreign_error(path, names, "sweep")
+
+
+def claim_search_dir(path: str | Path) -> Path:
+    """Make `path` a search directory (adaptive-lora search): create it, or adopt an empty or earlier search."""
+    path = Path(path)
+    check_search_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SEARCH_MARKER).touch()
+    return path
+
+
+def check_search_dir(path: str | Path) -> None:
+    path = Path(path)
+    names = _entries(path, "search")
+    if names and SEARCH_MARKER not in names:
+        raise _foreign_error(path, names, "search")
 
 
 def is_sweep_dir(path: str | Path) -> bool:

@@ -12,9 +12,9 @@ import sys
 import warnings
 
 from ..errors import UserError
-from . import data, doctor, export, plan, recommend, run, train
+from . import data, doctor, export, plan, recommend, run, search, train
 
-COMMAND_GROUPS = (plan, data, train, run, export, doctor, recommend)
+COMMAND_GROUPS = (plan, data, train, run, search, export, doctor, recommend)
 
 
 def build_parser() -> argparse.ArgumentParser:

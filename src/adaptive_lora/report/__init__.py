@@ -7,6 +7,7 @@
     stats.py     the statistics themselves (CIs, paired tests, Holm, MDE)
     figures.py   figures (forest.py: paired differences; heatmaps.py, figures_importance.py: rank and importance maps)
     blocks.py    report blocks rendered as Markdown and HTML; sections.py, findings.py, study.py: what the report says
+    search.py    the search section of a final stage of `adaptive-lora search` (search.json)
 The statistical method is described in docs/statistics.md.
 
 Torch-free: a report can be written on a machine without torch.
@@ -31,6 +32,7 @@ from .figures import render_all
 from .findings import findings_blocks
 from .plan import groups_without_rate, planned_seeds
 from .rowstats import row_stats
+from .search import search_blocks
 from .sections import ReportContext, build_blocks
 
 
@@ -77,7 +79,7 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
         figure_errors=figure_errors,
         unchosen=unchosen,
     )
-    blocks = build_blocks(context)
+    blocks = build_blocks(context) + search_blocks(sweep, sweep / "figures")  # the search section: final stages of `search` only
     md_path, html_path = sweep / "report.md", sweep / "report.html"
     atomic_write_text(md_path, render_markdown(blocks, sweep))
     atomic_write_text(html_path, render_html(blocks, context.title))

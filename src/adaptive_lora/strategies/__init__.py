@@ -7,11 +7,12 @@
     eva          eva: PEFT's EVA (explained variance of module inputs; EVA initialisation of A)
     adalora      adalora: PEFT's AdaLoRA with its budget in parameters (adalora_budget: its allocator and penalty)
     from_run     from_run: a previous run's allocation, retrained statically
+    profile      profile: depth profile x role weights x base rank (the family `adaptive-lora search` explores)
 
 Adding a strategy: write one file that calls `register(Strategy(...))` and import it below.
 """
 
-from . import adalora, custom, eva, from_run, gradient, spectrum, static  # noqa: F401 - they register themselves
+from . import adalora, custom, eva, from_run, gradient, profile, spectrum, static  # noqa: F401 - they register themselves
 from .base import (
     REGISTRY,
     Attached,

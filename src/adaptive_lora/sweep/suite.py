@@ -18,6 +18,8 @@ A suite YAML looks like:
     # An entry with `budget: own` keeps its own ranks and is trained once, not once per budget.
     # `role: control` marks a control of a strategy (same strategy name, isolating part of its effect);
     # `role: capacity-control` a configuration known to be worse, e.g. rank 1 on v only.
+    # `learning_rate: 1.0e-3` trains an entry at its own rate only, outside the grid (e.g. a rate chosen
+    # by `adaptive-lora search`); entries without it expand as they always did.
     output: {dir: sweeps/mine}   # optional: the default of `run --out`
 
 Without `select_lr_on_seeds`, every learning rate runs with every seed. Each run gets a stable id
@@ -57,7 +59,7 @@ SUITE_KEYS = {
     "output",
     "eval",
 }
-ENTRY_KEYS = {"strategy", "label", "params", "allocation", "role", "budget", "isolates"}
+ENTRY_KEYS = {"strategy", "label", "params", "allocation", "role", "budget", "isolates", "learning_rate"}
 ISOLATES = ("allocation", "initialisation", "dynamics")  # what a control keeps of its strategy
 DEFAULT_BASELINE = "uniform"
 # What an entry is for: a strategy under study, a control that isolates part of a strategy's effect
@@ -210,8 +212,9 @@ def expand(data: dict[str, Any], where: str, seeds: list[int], rates: list[float
             raise UserError(
                 f"suite {where}: strategies[{index}].budget can only be 'own' (its own ranks, trained once), got {entry['budget']!r}"
             )
+        entry_rates = _entry_rate(entry, f"{where}: strategies[{index}]")
         for budget in [Budget("own")] if own else budgets:
-            for rate in rates or [None]:
+            for rate in entry_rates or rates or [None]:
                 for seed in seeds:
                     spec = _run_spec(data, entry, budget, seed, rate, f"{where}: strategies[{index}]")
                     runs.append(_with_selection(spec, seed in selection_seeds or len(rates) < 2))
@@ -220,6 +223,16 @@ def expand(data: dict[str, Any], where: str, seeds: list[int], rates: list[float
     if duplicate:
         raise UserError(f"suite {where}: two entries resolve to the same run ({duplicate}); give them different params or labels")
     return runs
+
+
+def _entry_rate(entry: Any, where: str) -> list[float]:
+    """[the entry's own learning rate], or [] when it has none (then it follows the suite's grid)."""
+    if not isinstance(entry, dict) or entry.get("learning_rate") is None:
+        return []
+    rate = _positive_float(entry["learning_rate"])
+    if rate is None:
+        raise UserError(f"{where}: learning_rate must be a positive number, e.g. 1.0e-3, got {entry['learning_rate']!r}")
+    return [rate]
 
 
 def _with_selection(spec: RunSpec, selection: bool) -> RunSpec:

@@ -6,7 +6,7 @@ run.py      train(): plan -> attach (the strategy's hook) -> train -> evaluate -
 """
 
 from .base import BaseContext, prepare_base
-from .engine import Diverged
+from .engine import Diverged, Pruned
 from .run import finished_result, finished_run_of, resolved_config, train
 
-__all__ = ["BaseContext", "Diverged", "finished_result", "finished_run_of", "prepare_base", "resolved_config", "train"]
+__all__ = ["BaseContext", "Diverged", "Pruned", "finished_result", "finished_run_of", "prepare_base", "resolved_config", "train"]

@@ -40,6 +40,14 @@ class Diverged(Exception):
         super().__init__(f"non-finite {what} at step {step}")
 
 
+class Pruned(Exception):
+    """Raised by an `on_eval` hook (a multi-fidelity search's pruner) to end a run early: status `pruned`."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"pruned at step {step}")
+
+
 @dataclass
 class StepStats:
     """Counters shared by the trainer and its callbacks."""
@@ -147,9 +155,11 @@ class MetricsCallback(TrainerCallback):
         eval_steps: int | None,
         progress: Callable[[int, int, float | None], None] | None,
         log: Callable[[str], None],
+        on_eval: Callable[[int, float, int], None] | None = None,
     ):
         self.stats, self.run_dir, self.evaluate, self.eval_steps = stats, run_dir, evaluate, eval_steps
         self.progress, self.log = progress, log
+        self.on_eval = on_eval  # (step, validation loss, training tokens so far) after each intermediate eval; may raise Pruned
 
     def write(self, record: dict[str, Any]) -> None:
         record = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
@@ -188,6 +198,8 @@ class MetricsCallback(TrainerCallback):
                 }
             )
             self.log(f"step {state.global_step} eval_loss {metrics['loss']:.4f}")
+            if self.on_eval and math.isfinite(metrics["loss"]):
+                self.on_eval(state.global_step, metrics["loss"], self.stats.tokens)
 
 
 class _TrainingArguments(TrainingArguments):

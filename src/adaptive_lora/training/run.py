@@ -4,7 +4,8 @@
     result = train(config, base=base)    # plan -> attach -> Trainer -> eval -> adapter/ + result.json
 
 A run that goes wrong says so: `result["status"]` is `done`, `diverged` (with the step and the
-last finite loss), `oom`, `error` or `interrupted`, and no number in result.json is NaN.
+last finite loss), `oom`, `error` or `interrupted`, and no number in result.json is NaN. A run that an
+`on_eval` hook stops early (a search's pruner) ends `pruned`, never `done`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from ..schema import ADAPTER_DIR, CHECKPOINT_DIR, DATA_REPORT_FILE, LOG_FILE, re
 from ..strategies import Attached, TrainingContext, hooks_for
 from ..workdirs import check_run_dir, claimed_run_dir, clear_run_dir
 from .base import BaseContext, prepare_base
-from .engine import AdapterTrainer, Diverged, GuardCallback, MetricsCallback, StepStats, timed_eval, training_arguments
+from .engine import AdapterTrainer, Diverged, GuardCallback, MetricsCallback, Pruned, StepStats, timed_eval, training_arguments
 from .phases import PhaseTimer
 from .scoring import base_scores, result_fields, score
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, "float | None"], None]
+OnEval = Callable[[int, float, int], None]  # (step, validation loss, training tokens so far); may raise Pruned
 
 
 def finished_result(run_dir: str | Path) -> dict | None:
@@ -68,6 +70,7 @@ def train(
     run_id: str | None = None,
     labels: dict[str, Any] | None = None,
     keep_failures: bool = False,
+    on_eval: OnEval | None = None,
 ) -> dict:
     """Train one adapter and return the result dict that is also written to result.json.
 
@@ -76,6 +79,7 @@ def train(
     so is one that another process is training (the run claims its directory under a lock).
     Bad input (data, model, strategy) fails before the run directory is created, unless
     `keep_failures` (sweeps: every run of the grid leaves its result, a failure with its reason).
+    `on_eval` hears every intermediate validation (training.eval_steps) and may end the run with `Pruned`.
     """
     cfg = resolved_config(_as_config(config, overrides))
     check_run_dir(cfg.output.dir)
@@ -102,7 +106,7 @@ def train(
             return done
         clear_run_dir(run_dir, keep_checkpoints=cfg.output.resume)
         run = _Run(cfg, run_dir, run_id or cfg.config_id(), labels or {}, timer)
-        return run.execute(base, allocation, progress, failure)
+        return run.execute(base, allocation, progress, failure, on_eval)
 
 
 def resolved_config(cfg: RunConfig) -> RunConfig:
@@ -144,15 +148,23 @@ class _Run:
             handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def execute(
-        self, base: BaseContext, allocation: Allocation | None, progress: Progress | None, failure: Exception | None = None
+        self,
+        base: BaseContext,
+        allocation: Allocation | None,
+        progress: Progress | None,
+        failure: Exception | None = None,
+        on_eval: OnEval | None = None,
     ) -> dict:
         self.base = base
         try:
             if failure is not None:
                 raise failure
             self._record_setup(base, allocation)
-            self._train(base, progress)
+            self._train(base, progress, on_eval)
             self.result["status"] = "done"
+        except Pruned as exc:
+            self.result.update(status="pruned", error=None)
+            self.log(f"pruned at step {exc.step}: stopped early by the search's pruner")
         except Diverged as exc:
             self.result.update(status="diverged", error=str(exc), diverged_step=exc.step, last_finite_loss=exc.last_finite_loss)
         except torch.OutOfMemoryError as exc:
@@ -182,7 +194,7 @@ class _Run:
             f"{self.allocation.strategy}: {self.allocation.trainable_params:,} trainable parameters ({self.allocation.efficiency_pct:.3f}% of base)"
         )
 
-    def _train(self, base: BaseContext, progress: Progress | None) -> None:
+    def _train(self, base: BaseContext, progress: Progress | None, on_eval: OnEval | None = None) -> None:
         with self.timer.phase("base_eval"):  # computed once per sweep and stored (scoring.base_scores)
             self.base_scores, base_rows = base_scores(base, self.cfg)
         base_metrics = base.base_eval()
@@ -202,7 +214,7 @@ class _Run:
             peft_model.enable_input_require_grads()
         self.stats = stats = StepStats()
         evaluate = timed_eval(peft_model, base.eval_loader(), base.device, autocast_dtype(base.precision))
-        metrics = MetricsCallback(stats, self.dir, evaluate, self.cfg.training.eval_steps, progress, self.log)
+        metrics = MetricsCallback(stats, self.dir, evaluate, self.cfg.training.eval_steps, progress, self.log, on_eval)
         resume_from = self._checkpoint_to_resume()
         if not resume_from:  # the base's eval loss is the eval curve's first point
             metrics.write({"step": 0, "epoch": 0.0, "tokens_seen": 0, "eval_loss": base_metrics["loss"]})
