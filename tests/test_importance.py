@@ -129,7 +129,9 @@ def test_sensitivity_is_weight_times_gradient(base):
     loss_sum, count = supervised_loss_sum(model, batches[0])
     (loss_sum / count).backward()
     assert tokens == int(count)
-    assert math.isclose(scores[name], float((weight * weight.grad).abs().sum()), rel_tol=1e-5)
+    # Summed in fp32 as the probe does: on CPUs with bf16 units the fixture's base is bf16.
+    expected = (weight.detach().float() * weight.grad.float()).abs().sum()
+    assert math.isclose(scores[name], float(expected), rel_tol=1e-5)
 
 
 # --- spectrum --------------------------------------------------------------------------------------
@@ -261,9 +263,10 @@ def test_adalora_reported_loss_is_plain_cross_entropy(adalora_run, base):
             labels = torch.tensor(row["labels"][1:])
             logits = model(input_ids=ids).logits[0, :-1]
             mask = labels != -100
-            total += float(torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum"))
+            total += float(torch.nn.functional.cross_entropy(logits[mask].float(), labels[mask], reduction="sum"))
             count += int(mask.sum())
-    assert math.isclose(result["eval_loss"], total / count, rel_tol=1e-5)
+    # On CPUs with bf16 units the fixture's base is bf16, and this plain forward is not under autocast.
+    assert math.isclose(result["eval_loss"], total / count, rel_tol=1e-5 if base.precision == "fp32" else 1e-3)
     assert attached.extra_loss is not None and float(attached.extra_loss(model)) > 0  # the penalty exists, but only for training
 
 

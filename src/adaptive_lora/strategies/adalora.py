@@ -125,6 +125,11 @@ class AdaLoraStrategy(Strategy):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             peft_model = get_peft_model(model, config)
+        # On a bf16 base, PEFT's cast of the adapters to fp32 re-creates AdaLoRA's `ranknum` (a constant that
+        # divides the scaling) as a trainable Parameter; the optimizer would then train it.
+        for name, param in peft_model.named_parameters():
+            if ".ranknum." in name:
+                param.requires_grad_(False)
         check_adalora(peft_model, allocation, init_r)
         inner = peft_model.base_model  # the AdaLoraModel
         if p["budget_unit"] == "params":
