@@ -231,3 +231,43 @@ def test_judge_family_by_hand():
     # MDE at the family level 0.025 with 3 pairs: d = 4.624820, found by solving for 80% power with the power
     # written as a chi-square average of normal tails (no noncentral t), times the spread 0.01.
     assert first.mde == pytest.approx(0.01 * 4.624820, rel=1e-6) and third.mde is None
+
+
+# --- the abstract's one-line answer (report/paper.py) ------------------------------------------------
+
+
+def _stats(*verdicts: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            dict(metric="test_loss", role="strategy", label=f"s{i}", budget_label="r8", verdict=v, mde=0.01,
+                 mean_diff=-0.02, ci_low=-0.03, ci_high=-0.01)
+            for i, v in enumerate(verdicts)
+        ]
+    )
+
+
+UNTESTED = "too few seeds for any test"
+NULL = "no detectable difference"
+
+
+@pytest.mark.parametrize(
+    "verdicts, separated, says, never",
+    [
+        ((UNTESTED, UNTESTED), None, "There is no answer yet.", "answer is no"),
+        ((UNTESTED, UNTESTED), True, "There is no answer yet.", "answer is no"),
+        ((NULL, UNTESTED), True, "The answer so far is no", "There is no answer"),
+        ((NULL, NULL), True, "The answer is no: non-uniform allocation did not detectably beat", "so far"),
+        ((NULL, NULL), None, "not evidence of no difference", "answer is no"),
+        ((NULL, NULL), False, "underpowered", "answer is no"),
+        (("better", NULL), True, "The answer here is yes for s0 at r8", "answer is no"),
+    ],
+)
+def test_the_abstract_answers_only_what_was_tested(verdicts, separated, says, never):
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.paper import _answer
+
+    answer = _answer(_stats(*verdicts), TEST_LOSS, separated)
+    assert says in answer and never not in answer, answer
+    assert f"of {len(verdicts)} comparisons" in answer

@@ -32,7 +32,7 @@ PINNED = {
 def test_three_steps_reproduce_the_pinned_losses(strategy, params, tiny_llama_dir, data_file, tmp_path):
     config = RunConfig.from_dict(
         {
-            "model": {"name": str(tiny_llama_dir)},
+            "model": {"name": str(tiny_llama_dir), "precision": "fp32"},  # auto would give bf16 on CPUs with bf16 units
             "data": {"source": str(data_file), "val_set_size": 8},
             "allocation": {"strategy": strategy, "params": dict(params), "lora_r": 4, "budget_rank": 4, "lora_dropout": 0.05},
             "training": {"max_steps": 3, "micro_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "sequence_len": 128},

@@ -129,11 +129,15 @@ def conclusion_sentences(stats: pd.DataFrame, metrics: list[Metric]) -> list[str
     return sentences
 
 
+def _entries(suite: Suite | None) -> list[dict]:
+    return [e for e in (suite.data.get("strategies") or [] if suite else []) if isinstance(e, dict)]
+
+
 def attribution_sentences(stats: pd.DataFrame, metric: Metric, suite: Suite | None) -> list[str]:
     """For each strategy with controls in the suite: which part of its effect survives in which control."""
     if suite is None or stats.empty:
         return []
-    entries = [e for e in suite.data.get("strategies") or [] if isinstance(e, dict)]
+    entries = _entries(suite)
     by_label = {str(e.get("label")): e for e in entries if e.get("label")}
     rows = stats[stats["metric"] == metric.column]
     sentences = []
@@ -178,9 +182,12 @@ def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None, 
         blocks.append(Para("UNDERPOWERED. " + " ".join(power), "alarm"))
     blocks.append(Heading(2, "Conclusion"))
     if separated is None:
+        planned = [str(e.get("label")) for e in _entries(suite) if e.get("role") == "capacity-control"]
         blocks.append(
             Para(
-                "This sweep has no capacity control (role: capacity-control), so its power to detect a difference is untested.",
+                f"The capacity control ({', '.join(planned)}) has no finished comparison yet, so this study's power to detect a difference is untested."
+                if planned
+                else "This sweep has no capacity control (role: capacity-control), so its power to detect a difference is untested.",
                 "warning",
             )
         )

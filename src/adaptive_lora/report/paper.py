@@ -97,6 +97,8 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
     )
     untested = len(rows) - sum(counts.get(v, 0) for v in TESTED)
     tally += f" ({untested} could not be tested)." if untested else "."
+    if untested == len(rows):
+        return tally + " There is no answer yet."
     if separated is False:
         return tally + " The capacity control did not separate, so the study is underpowered and its null results answer nothing."
     if len(better):
@@ -112,7 +114,10 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
         if mdes
         else ""
     )
-    return tally + f" The answer here is no: non-uniform allocation did not detectably beat uniform rank{resolution}."
+    if separated is None:
+        return tally + " No capacity control was tested, so these null results are not evidence of no difference."
+    so_far = " so far" if untested else ""
+    return tally + f" The answer{so_far} is no: non-uniform allocation did not detectably beat uniform rank{resolution}."
 
 
 def abstract_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) -> list:
