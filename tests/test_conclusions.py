@@ -1,5 +1,6 @@
 import math
 
+import pandas as pd
 import pytest
 
 from adaptive_lora.report.conclusions import Comparison, attribution_sentence, capacity_sentence, conclude, direction, study_power
@@ -236,13 +237,20 @@ def test_judge_family_by_hand():
 # --- the abstract's one-line answer (report/paper.py) ------------------------------------------------
 
 
-def _stats(*verdicts: str) -> "pd.DataFrame":
-    import pandas as pd
-
+def _stats(*verdicts: str) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            dict(metric="test_loss", role="strategy", label=f"s{i}", budget_label="r8", verdict=v, mde=0.01,
-                 mean_diff=-0.02, ci_low=-0.03, ci_high=-0.01)
+            dict(
+                metric="test_loss",
+                role="strategy",
+                label=f"s{i}",
+                budget_label="r8",
+                verdict=v,
+                mde=0.01,
+                mean_diff=-0.02,
+                ci_low=-0.03,
+                ci_high=-0.01,
+            )
             for i, v in enumerate(verdicts)
         ]
     )
