@@ -14,13 +14,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a temporary file in the same directory, fsync it, rename it over `path`, fsync the directory.
-
-    The temporary file is created with mode 0o666, so the process umask applies as for any ordinary
-    file (mkstemp would make it private, and reading the umask means changing it process-wide).
-    """
-    path = Path(path)
+def _written_temporary(path: Path, data: bytes) -> Path:
+    """`data` in a new, synced temporary file beside `path` (mode 0o666, so the umask applies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -29,6 +24,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a temporary file in the same directory, fsync it, rename it over `path`, fsync the directory.
+
+    The temporary file is created with mode 0o666, so the process umask applies as for any ordinary
+    file (mkstemp would make it private, and reading the umask means changing it process-wide).
+    """
+    path = Path(path)
+    tmp = _written_temporary(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -40,14 +50,8 @@ def atomic_create_bytes(path: str | Path, data: bytes) -> None:
     """Like atomic_write_bytes, but never replaces a file: FileExistsError when `path` exists (even when
     another process creates it at the same moment), and then nothing is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = _written_temporary(path, data)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.link(tmp, path)  # unlike a rename, a link fails when the name is taken
     finally:
         tmp.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from ..io import atomic_write_text
 from ..planning import anatomy_of
 from ..schema import SUITE_FILE, write_search_record
 from ..sweep.executors import SweepOptions, threads_per_worker
-from ..sweep.runner import run_sweep
+from ..sweep.runner import run_sweep, sigterm_as_interrupt
 from ..sweep.suite import Budget, parse_budget, suite_from_dict
 from ..workdirs import claim_search_dir, claim_sweep_dir
 from .final import choose, final_suite, ranks_at_budget, search_record
@@ -168,13 +168,13 @@ def run_search(plan: SearchPlan, out: str | Path) -> dict[str, Any]:
 def _run_workers(args: tuple, workers: int) -> None:
     """One worker in this process, or `workers` spawned processes with cores / workers torch threads each."""
     if workers == 1:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             _worker_main(*args, index=0, threads=None)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
     threads = threads_per_worker(workers)
     processes = [context.Process(target=_worker_main, args=args, kwargs={"index": i, "threads": threads}) for i in range(workers)]
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         for process in processes:
             process.start()
         try:
@@ -209,7 +209,7 @@ def _worker_main(
         config.quiet = True
     space = SearchSpace(config, roles)
     if threads:  # a spawned worker: SIGTERM from its parent marks the running trial interrupted
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt._raise)
+        signal.signal(signal.SIGTERM, sigterm_as_interrupt._raise)
     objective = TrainingObjective(
         run, config, space, budget, search_dir, steps, eval_every, label=f"[w{index}] " if threads else ""
     )
@@ -224,23 +224,3 @@ def _worker_main(
         if threads:
             raise SystemExit(130) from None
         raise
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM like Ctrl-C: the running trial is marked interrupted and runs again on resume."""
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:  # not the main thread
-            self.previous = None
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False

@@ -115,7 +115,7 @@ def run_sweep(suite: Suite, sweep_dir: str | Path, options: SweepOptions | None 
     progress = SweepProgress(suite.expected_runs(), quiet=options.quiet)
     statuses: dict[str, str] = {}
     interrupted = False
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             _run_stage(selection, sweep_dir, options, progress, statuses, EXECUTE[options.executor])
             if suite.staged:
@@ -140,8 +140,8 @@ def _run_stage(specs, sweep_dir, options, progress, statuses, execute) -> None:
     execute(todo, sweep_dir, options, progress, statuses)
 
 
-class _sigterm_as_interrupt:
-    """Treat SIGTERM like Ctrl-C, so a killed sweep marks its current run and keeps the rest."""
+class sigterm_as_interrupt:
+    """Treat SIGTERM like Ctrl-C, so a killed sweep (or search) marks its current run and keeps the rest."""
 
     def __enter__(self):
         self.previous = None
