@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stage what a study under results/ has finished, for a commit: every run directory that holds a
+# result.json (finished, diverged or failed with its reason), the suite, and the report, regenerated
+# first so that it is the report of exactly those runs. Unfinished run directories stay out; `adaptive-lora run` resumes them. Adapter weights, locks and
+# per-sweep caches are ignored by .gitignore.
+# Usage: scripts/stage-results.sh [results/<suite> ...]   (default: every study under results/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+studies=("$@")
+[ ${#studies[@]} -gt 0 ] || studies=(results/*/)
+for study in "${studies[@]}"; do
+  study="${study%/}"
+  [ -d "$study/runs" ] || { echo "skip $study: no runs/"; continue; }
+  .venv/bin/adaptive-lora report "$study" >/dev/null
+  staged=0
+  for run in "$study"/runs/*/; do
+    if [ -f "$run/result.json" ]; then git add "$run"; staged=$((staged + 1)); fi
+  done
+  for name in suite.yaml .adaptive-lora-sweep report.md report.html summary.csv stats.csv results.csv row_stats.csv search.json figures; do
+    [ -e "$study/$name" ] && git add "$study/$name"
+  done
+  echo "$study: $staged run directories staged"
+done
+[ -f results/README.md ] && git add results/README.md
