@@ -15,6 +15,7 @@ Torch-free: a report can be written on a machine without torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,25 @@ def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, na_rep="", float_format="%.15g", lineterminator="\n")
 
 
-def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, Any]:
-    """Write results.csv, summary.csv, stats.csv, figures/, report.md and report.html into sweep_dir."""
+@dataclass
+class Tables:
+    """What a report is computed from: the sweep as read, and its tables (each CSV's frame)."""
+
+    read: Any  # collect.SweepRead
+    df: pd.DataFrame  # results.csv, with the chosen learning rates marked
+    summary: pd.DataFrame  # summary.csv
+    stats: pd.DataFrame  # stats.csv: paired statistics and the capacity checks
+    row_stats: pd.DataFrame  # row_stats.csv
+    unchosen: list[dict]
+
+    def csvs(self, sweep: Path) -> dict[str, str]:
+        results = self.df.assign(run_dir=[relative_path(p, sweep) for p in self.df["run_dir"]])
+        frames = {"results.csv": results, "summary.csv": self.summary, "stats.csv": self.stats, "row_stats.csv": self.row_stats}
+        return {name: _csv(frame) for name, frame in frames.items()}
+
+
+def compute_tables(sweep_dir: str | Path) -> Tables:
+    """The report's tables of a sweep directory, computed from its runs (no files written, no figures)."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         what = "is a file, not a sweep directory" if sweep.exists() else "does not exist"
@@ -55,15 +73,20 @@ def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, A
     read = read_sweep(sweep)
     df = mark_chosen_rates(runs_frame(read.runs), read.runs, read.suite)
     planned, unchosen = planned_seeds(read.suite), groups_without_rate(read.runs, read.suite)
-    summary, rows_table = summarize(df, planned), row_stats(df)
     paired, capacity = paired_stats(df, planned), capacity_stats(df, planned)
     frames = [frame for frame in (paired, capacity) if len(frame)]  # the capacity checks join stats.csv
     stats_table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames or [paired])[0]
-    csv_df = df.assign(run_dir=[relative_path(p, sweep) for p in df["run_dir"]])
-    atomic_write_text(sweep / "results.csv", _csv(csv_df))
-    atomic_write_text(sweep / "summary.csv", _csv(summary))
-    atomic_write_text(sweep / "stats.csv", _csv(stats_table))
-    atomic_write_text(sweep / "row_stats.csv", _csv(rows_table))
+    return Tables(read, df, summarize(df, planned), stats_table, row_stats(df), unchosen)
+
+
+def write_report(sweep_dir: str | Path, title: str | None = None) -> dict[str, Any]:
+    """Write results.csv, summary.csv, stats.csv, figures/, report.md and report.html into sweep_dir."""
+    sweep = Path(sweep_dir)
+    tables = compute_tables(sweep)
+    for name, text in tables.csvs(sweep).items():
+        atomic_write_text(sweep / name, text)
+    read, df, stats_table, unchosen = tables.read, tables.df, tables.stats, tables.unchosen
+    summary, rows_table = tables.summary, tables.row_stats
     figure_files, figure_errors = render_all(df, sweep / "figures", stats_table)
     name = read.suite.name if read.suite else sweep.resolve().name
     context = ReportContext(
