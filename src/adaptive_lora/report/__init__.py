@@ -27,7 +27,7 @@ from ..schema import RUN_MARKER, SWEEP_MARKER
 from ..workdirs import is_run_dir, is_runs_folder, is_sweep_dir
 from .blocks import render_html, render_markdown
 from .capacity import capacity_stats
-from .collect import mark_chosen_rates, read_sweep, relative_path, runs_frame
+from .collect import SweepRuns, mark_chosen_rates, read_sweep, relative_path, runs_frame
 from .compare import paired_stats, summarize
 from .figures import render_all
 from .findings import findings_blocks
@@ -46,7 +46,7 @@ def _csv(df: pd.DataFrame) -> str:
 class Tables:
     """What a report is computed from: the sweep as read, and its tables (each CSV's frame)."""
 
-    read: Any  # collect.SweepRead
+    read: SweepRuns
     df: pd.DataFrame  # results.csv, with the chosen learning rates marked
     summary: pd.DataFrame  # summary.csv
     stats: pd.DataFrame  # stats.csv: paired statistics and the capacity checks
