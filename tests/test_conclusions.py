@@ -279,3 +279,18 @@ def test_the_abstract_answers_only_what_was_tested(verdicts, separated, says, ne
     answer = _answer(_stats(*verdicts), TEST_LOSS, separated)
     assert says in answer and never not in answer, answer
     assert f"of {len(verdicts)} comparisons" in answer
+
+
+def test_groups_waiting_for_the_same_thing_share_one_sentence():
+    from adaptive_lora.report.findings import unchosen_sentences
+
+    waiting = "its learning-rate selection has not finished: 0 of 3 selection runs ended"
+    groups = [
+        {"label": "eva", "budget_label": "r2", "reason": waiting},
+        {"label": "eva", "budget_label": "r8", "reason": waiting},
+        {"label": "adalora", "budget_label": "r8", "reason": "every selection run failed"},
+    ]
+    assert unchosen_sentences(groups) == [
+        f"2 groups have no chosen learning rate ({waiting}), so they are in no comparison: eva at r2, eva at r8.",
+        "adalora at r8: no chosen learning rate (every selection run failed); it is in no comparison.",
+    ]

@@ -169,6 +169,19 @@ def _control(at: pd.DataFrame, controls: list[dict], kinds: tuple[str, ...], met
     return comparison(found.iloc[0], metric) if len(found) else None
 
 
+def unchosen_sentences(unchosen: list[dict]) -> list[str]:
+    """One sentence per reason: a study in progress has many groups waiting for the same thing."""
+    by_reason: dict[str, list[str]] = {}
+    for group in unchosen:
+        by_reason.setdefault(group["reason"], []).append(f"{group['label']} at {group['budget_label']}")
+    return [
+        f"{names[0]}: no chosen learning rate ({reason}); it is in no comparison."
+        if len(names) == 1
+        else f"{len(names)} groups have no chosen learning rate ({reason}), so they are in no comparison: {', '.join(names)}."
+        for reason, names in by_reason.items()
+    ]
+
+
 def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None, unchosen: list[dict] = ()) -> list:
     """unchosen: groups without a chosen learning rate (plan.groups_without_rate), named with the reason."""
     if df.empty:
@@ -196,10 +209,7 @@ def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None, 
     blocks += [Para(sentence, "conclusion") for sentence in capacity_sentences(stats, metric)]
     blocks += [Para(sentence, "conclusion") for m in metrics for sentence in resolution_sentences(stats, m)]
     sentences = conclusion_sentences(stats, metrics)
-    sentences += [
-        f"{group['label']} at {group['budget_label']}: no chosen learning rate ({group['reason']}); it is in no comparison."
-        for group in unchosen
-    ]
+    sentences += unchosen_sentences(unchosen)
     if not sentences:
         blocks.append(Para("No strategy was compared with the baseline (no finished pairs).", "note"))
     blocks += [Para(sentence, "conclusion") for sentence in sentences]
