@@ -294,3 +294,51 @@ def test_groups_waiting_for_the_same_thing_share_one_sentence():
         f"2 groups have no chosen learning rate ({waiting}), so they are in no comparison: eva at r2, eva at r8.",
         "adalora at r8: no chosen learning rate (every selection run failed); it is in no comparison.",
     ]
+
+
+def _control_row(n_pairs: int, mean: float | None, p: float | None, verdict: str) -> dict:
+    return dict(
+        metric="test_loss",
+        metric_name="test loss",
+        higher_is_better=False,
+        role="capacity-control",
+        label="control: r1 on v",
+        budget_label="own",
+        baseline_label="uniform",
+        baseline_budget="r8",
+        n_pairs=n_pairs,
+        mean_diff=mean,
+        ci_low=None if p is None else 0.01,
+        ci_high=None if p is None else 0.09,
+        t_p_holm=p,
+        mde=0.02,
+        verdict=verdict,
+    )
+
+
+@pytest.mark.parametrize(
+    "row, separated, abstract",
+    [
+        (_control_row(1, 0.05, None, "no test (one pair)"), None, "has too few finished seeds for a test at r8 yet"),
+        (_control_row(0, None, None, "no test (no pairs)"), None, "has too few finished seeds for a test at r8 yet"),
+        (_control_row(3, 0.05, 0.01, "worse"), True, "separated from the baseline at r8"),
+        (_control_row(3, 0.01, 0.40, "no detectable difference"), False, "did not separate from the baseline at r8"),
+    ],
+)
+def test_a_control_with_too_few_seeds_is_untested_not_underpowered(row, separated, abstract):
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.findings import power_check
+    from adaptive_lora.report.paper import control_sentences
+
+    stats = pd.DataFrame([row])
+    assert power_check(stats, TEST_LOSS)[0] is separated
+    assert abstract in " ".join(control_sentences(stats, TEST_LOSS, separated))
+
+
+def test_planned_comparisons_that_have_not_run_make_the_answer_provisional():
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.paper import _answer
+
+    answer = _answer(_stats(NULL, NULL), TEST_LOSS, True, not_compared=3)
+    assert "of 2 comparisons" in answer and "3 more planned comparisons have not run yet." in answer
+    assert "The answer so far is no" in answer

@@ -42,11 +42,12 @@ def _of(stats: pd.DataFrame, metric: Metric, *roles: str) -> pd.DataFrame:
 
 
 def power_check(stats: pd.DataFrame, metric: Metric) -> tuple[bool | None, list[str]]:
-    """(True: the control separated at every budget, False: it did not somewhere, None: no control), sentences."""
-    rows = _of(stats, metric, "capacity-control")
-    if rows.empty:
-        return None, []
-    results = [study_power(comparison(row, metric)) for _, row in rows.iterrows()]
+    """(True: the control separated at every budget, False: it did not somewhere, None: not tested, because
+    there is no control or it has fewer than 2 seeds paired with the baseline), sentences."""
+    controls = [comparison(row, metric) for _, row in _of(stats, metric, "capacity-control").iterrows()]
+    if not controls or any(c.n_pairs < 2 or c.mean_diff is None for c in controls):
+        return None, []  # a study in progress is not underpowered, it is not tested yet
+    results = [study_power(c) for c in controls]
     return all(ok for ok, _ in results), [sentence for _, sentence in results]
 
 
@@ -198,7 +199,7 @@ def findings_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None, 
         planned = [str(e.get("label")) for e in _entries(suite) if e.get("role") == "capacity-control"]
         blocks.append(
             Para(
-                f"The capacity control ({', '.join(planned)}) has no finished comparison yet, so this study's power to detect a difference is untested."
+                f"The capacity control ({', '.join(planned)}) has too few finished seeds for a test, so this study's power to detect a difference is untested."
                 if planned
                 else "This sweep has no capacity control (role: capacity-control), so its power to detect a difference is untested.",
                 "warning",

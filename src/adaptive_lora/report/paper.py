@@ -62,6 +62,7 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
     seeds = (
         sorted({spec.seed for spec in suite.runs}) if suite is not None else sorted(int(s) for s in df["seed"].dropna().unique())
     )
+    finished = {int(seed) for seed in done["seed"].dropna()}
     steps = done["steps"].dropna()
     rates = suite.learning_rates if suite is not None else sorted(df["learning_rate"].dropna().unique())
     parts = [
@@ -70,7 +71,7 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
         f"with {len(controls)} controls ({'; '.join(controls)})" if controls else "",
         f"on {joined(df['model'], describe)} fine-tuned on {joined(df['data_source'])}",
         f"{fmt_int(steps.median())} optimizer steps per run" if len(steps) else "",
-        f"{len(seeds)} seeds",
+        f"{len(seeds)} seeds" + (f" planned ({len(finished)} with finished runs so far)" if len(finished) < len(seeds) else ""),
         (
             f"the learning rate chosen per allocation and budget from {len(rates)} rates on validation loss"
             if len(rates) > 1
@@ -83,7 +84,8 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
 TESTED = ("better", "worse", "no detectable difference")
 
 
-def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
+def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_compared: int = 0) -> str:
+    """not_compared: planned allocation groups with no comparison at all yet (no chosen rate, no finished run)."""
     rows = _rows(stats, metric, "strategy")
     if rows.empty:
         return "No allocation was compared with the baseline: there is no answer yet."
@@ -96,7 +98,8 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
         f"better, {counts.get('worse', 0)} worse and {counts.get('no detectable difference', 0)} showed no detectable difference"
     )
     untested = len(rows) - sum(counts.get(v, 0) for v in TESTED)
-    tally += f" ({untested} could not be tested)." if untested else "."
+    tally += f" ({untested} could not be tested)" if untested else ""
+    tally += f"; {not_compared} more planned comparisons have not run yet." if not_compared else "."
     if untested == len(rows):
         return tally + " There is no answer yet."
     if separated is False:
@@ -116,8 +119,34 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> str:
     )
     if separated is None:
         return tally + " No capacity control was tested, so these null results are not evidence of no difference."
-    so_far = " so far" if untested else ""
+    so_far = " so far" if untested or not_compared else ""
     return tally + f" The answer{so_far} is no: non-uniform allocation did not detectably beat uniform rank{resolution}."
+
+
+def _not_compared(stats: pd.DataFrame, metric: Metric, suite: Suite | None) -> int:
+    """Planned allocation groups (label, budget) that have no comparison in `stats` yet."""
+    if suite is None:
+        return 0
+    planned = {spec.group for spec in suite.runs if spec.role == "strategy"}
+    rows = _rows(stats, metric, "strategy")
+    compared = set(zip(rows["label"], rows["budget_label"])) if len(rows) else set()
+    return len(planned - compared)
+
+
+def control_sentences(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> list[str]:
+    """The capacity control against the baseline at each budget, for the abstract."""
+    sentences = []
+    for _, row in _rows(stats, metric, "capacity-control").iterrows():
+        at = f"at {row['baseline_budget']}"
+        if separated is None:
+            sentences.append(f"Its capacity control ({row['label']}) has too few finished seeds for a test {at} yet.")
+            continue
+        word = "separated from" if row["verdict"] == "worse" else "did not separate from"  # verdicts know the metric's direction
+        sentences.append(
+            f"Its capacity control ({row['label']}) {word} the baseline {at} "
+            f"({fmt_amount(row['mean_diff'], _unit(metric), metric.digits)} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})."
+        )
+    return sentences
 
 
 def abstract_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) -> list:
@@ -126,14 +155,7 @@ def abstract_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) 
     metric = primary_metric(df)
     separated, _ = power_check(stats, metric)
     sentences = [f"{QUESTION} This sweep compared {_design(df, suite)}."]
-    control = _rows(stats, metric, "capacity-control")
-    if len(control):
-        row = control.iloc[0]
-        word = "separated from" if separated else "did not separate from"
-        sentences.append(
-            f"Its capacity control ({row['label']}) {word} the baseline "
-            f"({fmt_amount(row['mean_diff'], _unit(metric), metric.digits)} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})."
-        )
+    sentences += control_sentences(stats, metric, separated)
     bind = _rows(stats, metric, CAPACITY_BIND)
     for _, row in bind.iterrows():
         pair = f"{row['label']} at {row['budget_label']} against {row['baseline_label']} at {row['baseline_budget']}"
@@ -141,17 +163,21 @@ def abstract_blocks(df: pd.DataFrame, stats: pd.DataFrame, suite: Suite | None) 
         if row["verdict"] not in TESTED:
             sentences.append(f"Whether capacity binds is not tested yet ({pair}: {amount}, {row['verdict']}).")
             continue
-        binds = row["verdict"] == ("worse" if not metric.higher_is_better else "better")
-        what = "binds" if binds else "does not detectably bind"
+        # verdicts know the metric's direction: "worse" is the smaller size doing worse, whatever the metric
+        what = {"worse": "binds", "better": "runs the wrong way (the smaller size did better)"}.get(
+            row["verdict"], "does not detectably bind"
+        )
         sentences.append(f"Capacity {what}: {pair} differs by {amount} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])}.")
-    sentences.append(_answer(stats, metric, separated))
+    sentences.append(_answer(stats, metric, separated, _not_compared(stats, metric, suite)))
     if EXACT_MATCH.column in (set(stats["metric"]) if len(stats) else set()) and metric is not EXACT_MATCH:
         em = _rows(stats, EXACT_MATCH, "strategy")
         if len(em):
             counts = em["verdict"].value_counts()
+            untested = len(em) - sum(counts.get(v, 0) for v in TESTED)
             sentences.append(
                 f"In test exact match: {counts.get('better', 0)} better, {counts.get('worse', 0)} worse, "
-                f"{counts.get('no detectable difference', 0)} no detectable difference."
+                f"{counts.get('no detectable difference', 0)} no detectable difference"
+                + (f" ({untested} could not be tested)." if untested else ".")
             )
     return [Heading(2, "Abstract"), Para(" ".join(sentences), "conclusion")]
 
