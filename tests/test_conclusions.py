@@ -342,3 +342,21 @@ def test_planned_comparisons_that_have_not_run_make_the_answer_provisional():
     answer = _answer(_stats(NULL, NULL), TEST_LOSS, True, not_compared=3)
     assert "of 2 comparisons" in answer and "3 more planned comparisons have not run yet." in answer
     assert "The answer so far is no" in answer
+
+
+def test_runs_from_several_environments_are_named_with_what_that_alone_moved():
+    from pathlib import Path
+
+    from adaptive_lora.report.collect import Run
+    from adaptive_lora.report.methods import mixed_environments
+
+    def run(transformers: str, cpu: str) -> Run:
+        env = {"torch": "2.13.0", "transformers": transformers, "peft": "0.21.2", "cpu_capability": cpu}
+        return Run(Path("r"), {"strategy": "uniform", "environment": env})
+
+    same = [run("5.24.0", "AVX2"), run("5.24.0", "AVX2")]
+    frame = pd.DataFrame({"base_eval_loss": [4.114185, 4.114195]})
+    assert mixed_environments(same, frame) == []
+    (sentence,) = mixed_environments([run("5.24.0", "AVX2"), run("5.25.0", "AVX512")], frame)
+    assert sentence.startswith("Runs were trained in 2 environments (torch 2.13.0, transformers 5.24.0, peft 0.21.2, CPU AVX2;")
+    assert "differed between them by at most 1e-05 nats" in sentence

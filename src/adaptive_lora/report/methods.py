@@ -193,7 +193,30 @@ def methods_blocks(
                 )
             )
     blocks += [Para(sentence, "warning") for sentence in unequal_budgets(df)]
+    blocks += [Para(sentence, "note") for sentence in mixed_environments(runs, df)]
     return blocks
+
+
+def _environment(run: Run) -> str:
+    libraries = ", ".join(f"{name} {env_value(run, name)}" for name in ("torch", "transformers", "peft"))
+    return f"{libraries}, CPU {env_value(run, 'cpu_capability') or 'not recorded'}"
+
+
+def mixed_environments(runs: list[Run], df: pd.DataFrame) -> list[str]:
+    """A study that grows over several machines mixes library versions and CPUs within its pairs: say so, with
+    how far that alone moved a loss (the untrained model's validation loss is the same computation in every run)."""
+    environments = unique(_environment(r) for r in runs)
+    if len(environments) < 2:
+        return []
+    base = df["base_eval_loss"].dropna() if "base_eval_loss" in df else pd.Series(dtype=float)
+    spread = (
+        f" The untrained model's validation loss, the same computation in every run, differed between them by at most "
+        f"{base.max() - base.min():.2g} nats: how far the environments alone move a loss, to set beside the minimum "
+        "detectable effects."
+        if len(base)
+        else ""
+    )
+    return [f"Runs were trained in {len(environments)} environments ({'; '.join(environments)}), so pairs may mix them.{spread}"]
 
 
 def unequal_budgets(df: pd.DataFrame, tolerance: float = 0.05) -> list[str]:
