@@ -118,3 +118,62 @@ def test_list_shows_the_space_and_the_budget(tiny_llama_dir, capsys):
     params_per_rank = 2 * (32 + 32) + 2 * (32 + 16) + 2 * (32 + 48) + (48 + 32)  # q, o; k, v; up, gate; down (tiny llama)
     assert f"budget r4: {4 * params_per_rank * 2:,} trainable parameters" in out  # 2 layers
     assert "learning_rate    log-uniform [0.0001, 0.01]" in out and "role_attention" in out and "depth_2" in out
+
+
+def test_a_resumed_study_does_not_replay_its_random_start_up_points(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert len(synthetic.run(url, "replay", 6).trials) == 6  # 3 uniform trials, then 3 of TPE's random start-up points
+    again = synthetic.run(url, "replay", 9)  # 3 more, still in the start-up phase (8 trials)
+    sampled = [tuple(sorted(t.params.items())) for t in again.trials if t.user_attrs.get("kind") != "uniform"]
+    assert len(sampled) == 6 and len(set(sampled)) == 6, "the resumed run proposed the first run's points again"
+
+
+def test_another_search_in_the_same_directory_is_refused_before_anything_is_written(tmp_path):
+    import yaml
+
+    from adaptive_lora.errors import UserError
+    from adaptive_lora.search.runner import _check_same_search
+
+    config_file = tmp_path / "search.yaml"
+    identity = {"run": {"model": {"name": "m"}}, "search": {"budget": "r8", "seed": 0}}
+    _check_same_search(config_file, identity)  # a new directory: nothing to compare
+    config_file.write_text(yaml.safe_dump({"run": identity["run"], "search": {**identity["search"], "trials": 40}}))
+    _check_same_search(config_file, identity)  # the same search with another trial count resumes
+    with pytest.raises(UserError, match=r"holds another search \(search.budget differ, see .*search.yaml\); give a new --out"):
+        _check_same_search(config_file, {**identity, "search": {"budget": "r16", "seed": 0}})
+
+
+def test_the_final_stage_needs_a_trial_beyond_the_uniform_ones():
+    from adaptive_lora.errors import UserError
+    from adaptive_lora.search.settings import search_config
+
+    with pytest.raises(UserError, match=r"trials \(3\) must exceed uniform_rates \(3\)"):
+        search_config({"trials": 3, "uniform_rates": 3})
+    assert search_config({"trials": 3, "uniform_rates": 3, "final": False}).trials == 3
+
+
+def test_the_parent_repairs_once_before_its_workers_start(tmp_path):
+    from adaptive_lora.search.runner import _repair_before_workers
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = synthetic.run(url, "parent", 4)
+    trial = study.ask()
+    SearchSpace(synthetic.settings(), synthetic.ROLES).suggest(trial)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{2**22 + 1}")  # killed: above pid_max
+    cfg = synthetic.settings(trials=4).to_dict()
+    args = (
+        {},
+        cfg,
+        synthetic.ROLES,
+        synthetic.IDENTITY,
+        "parent",
+        url,
+        None,
+        str(tmp_path),
+        synthetic.STEPS,
+        synthetic.EVAL_EVERY,
+    )
+    _repair_before_workers(*args)
+    _repair_before_workers(*args)  # a second repair finds nothing left to retry
+    waiting = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == study.trials[trial.number].params

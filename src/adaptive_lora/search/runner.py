@@ -32,9 +32,9 @@ from ..sweep.runner import run_sweep, sigterm_as_interrupt
 from ..sweep.suite import Budget, parse_budget, suite_from_dict
 from ..workdirs import claim_search_dir, claim_sweep_dir
 from .final import choose, final_suite, ranks_at_budget, search_record
-from .settings import SearchConfig, identity_hash
+from .settings import RUN_CONTROL, SearchConfig, identity_hash
 from .space import SearchSpace
-from .study import counted, load, run_worker, storage_url, study_name
+from .study import counted, differences, load, open_storage, open_study, repair, run_worker, storage_url, study_name
 from .trial import training_steps
 
 SEARCH_CONFIG_FILE = "search.yaml"
@@ -104,6 +104,7 @@ def run_search(plan: SearchPlan, out: str | Path) -> dict[str, Any]:
             "or run this worker with --no-final"
         )
     search_dir = claim_search_dir(out)
+    _check_same_search(search_dir / SEARCH_CONFIG_FILE, plan.identity)
     atomic_write_text(
         search_dir / SEARCH_CONFIG_FILE, yaml.safe_dump({"run": plan.identity["run"], "search": cfg.to_dict()}, sort_keys=False)
     )
@@ -165,12 +166,33 @@ def run_search(plan: SearchPlan, out: str | Path) -> dict[str, Any]:
     return summary | {"final_dir": str(final_dir), "interrupted": swept["interrupted"], "statuses": swept["statuses"]}
 
 
+def _check_same_search(config_file: Path, identity: dict[str, Any]) -> None:
+    """A search directory holds one search: its trial folders are numbered per study, so another search there
+    would overwrite them."""
+    if not config_file.is_file():
+        return
+    try:
+        recorded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recorded = {}
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("search"), dict):
+        raise UserError(f"{config_file} is not a search's settings; give a new --out")
+    search = {k: v for k, v in recorded["search"].items() if k not in RUN_CONTROL}
+    differs = differences({"run": recorded.get("run") or {}, "search": search}, identity)
+    if differs:
+        raise UserError(
+            f"{config_file.parent} holds another search ({', '.join(differs[:3])} differ, see {config_file}); "
+            "give a new --out, or the same settings to resume it"
+        )
+
+
 def _run_workers(args: tuple, workers: int) -> None:
     """One worker in this process, or `workers` spawned processes with cores / workers torch threads each."""
     if workers == 1:
         with sigterm_as_interrupt():
             _worker_main(*args, index=0, threads=None)
         return
+    _repair_before_workers(*args)  # once: workers repairing at the same time would retry a trial twice
     context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
     threads = threads_per_worker(workers)
     processes = [context.Process(target=_worker_main, args=args, kwargs={"index": i, "threads": threads}) for i in range(workers)]
@@ -194,6 +216,14 @@ def _run_workers(args: tuple, workers: int) -> None:
         )
 
 
+def _repair_before_workers(run, cfg, roles, identity, name, url, budget, search_dir, steps, eval_every) -> None:
+    from .settings import search_config
+
+    config = search_config(cfg) if isinstance(cfg, dict) else cfg
+    study = open_study(config, identity, name, open_storage(url), SearchSpace(config, roles), steps, eval_every)
+    repair(study)
+
+
 def _worker_main(
     run, cfg, roles, identity, name, url, budget, search_dir, steps, eval_every, *, index: int, threads: int | None
 ) -> None:
@@ -214,7 +244,7 @@ def _worker_main(
         run, config, space, budget, search_dir, steps, eval_every, label=f"[w{index}] " if threads else ""
     )
     try:
-        run_worker(config, identity, name, url, space, objective, steps, eval_every, worker=index)
+        run_worker(config, identity, name, url, space, objective, steps, eval_every, worker=index, repaired=bool(threads))
     except UserError as exc:
         if threads:  # a spawned worker reports its one line and exits non-zero
             print(f"error: {exc}", file=sys.stderr)

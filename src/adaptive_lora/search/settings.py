@@ -65,6 +65,11 @@ def search_config(values: dict[str, Any] | None = None, where: str = "search") -
         (0 < cfg.weight_min < 1, "weight_min must be between 0 and 1, e.g. 0.1"),
         (0 < cfg.lr_min <= cfg.lr_max, f"need 0 < lr_min <= lr_max, got {cfg.lr_min:g} and {cfg.lr_max:g}"),
         (cfg.uniform_rates >= 1, "uniform_rates must be at least 1 (uniform needs a learning rate of its own)"),
+        (
+            not cfg.final or cfg.trials > cfg.uniform_rates,
+            f"trials ({cfg.trials}) must exceed uniform_rates ({cfg.uniform_rates}): the first trials are uniform, and the "
+            "final stage needs a non-uniform one",
+        ),
         (cfg.evaluations >= 1, "evaluations must be at least 1"),
         (cfg.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}"),
         (0 <= cfg.prune_after < 1, "prune_after must be a fraction in [0, 1)"),

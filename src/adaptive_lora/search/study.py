@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
 from optuna.trial import TrialState
@@ -113,22 +114,23 @@ def open_study(
     worker: int = 0,
 ):
     """Create the study (and enqueue the uniform trials), or load it and check that it is this search."""
-    sampler = optuna.samplers.TPESampler(
-        seed=cfg.seed + worker, multivariate=True, n_startup_trials=cfg.startup_trials, constant_liar=True
-    )
     pruner = make_pruner(cfg, steps, eval_every)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner, direction="minimize")
+        study = optuna.create_study(
+            storage=storage, study_name=name, sampler=_sampler(cfg, worker), pruner=pruner, direction="minimize"
+        )
         created = True
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(storage=storage, study_name=name, pruner=pruner)
         created = False
     if not created:
-        differs = _differences(_wait_for_identity(study), identity)
+        differs = differences(_wait_for_identity(study), identity)
         if differs:
             raise UserError(
                 f"study {name!r} belongs to another search ({', '.join(differs[:3])} differ); give another --study name or --out"
             )
+        # Seeded as the first run was, TPE's random start-up would propose that run's points again.
+        study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
         return study
     for rate in space.uniform_rates():
         study.enqueue_trial(space.uniform_point(rate), user_attrs={"kind": KIND_UNIFORM})
@@ -136,7 +138,13 @@ def open_study(
     return study
 
 
-def _differences(recorded: dict, identity: dict) -> list[str]:
+def _sampler(cfg: SearchConfig, worker: int, existing: int = 0) -> optuna.samplers.TPESampler:
+    """TPE seeded by the search's seed, the worker and how many trials the study already holds."""
+    seed = cfg.seed + worker if existing == 0 else int(np.random.SeedSequence([cfg.seed, worker, existing]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=cfg.startup_trials, constant_liar=True)
+
+
+def differences(recorded: dict, identity: dict) -> list[str]:
     """Dotted names of the settings in which two identities ({run: {...}, search: {...}}) differ."""
     found = []
     for part in sorted(set(recorded) | set(identity)):
@@ -176,7 +184,8 @@ def counted(trials) -> int:
 
 def tokens_spent(trials) -> int:
     """Training tokens the study's trials have spent (running ones so far): the search's compute."""
-    return sum(int(t.user_attrs.get("tokens") or 0) for t in trials)
+    # a retried trial waiting to run carries a copy of its earlier attempt's count, which is counted there
+    return sum(int(t.user_attrs.get("tokens") or 0) for t in trials if t.state != TrialState.WAITING)
 
 
 def repair(study) -> int:
@@ -222,10 +231,13 @@ def run_worker(
     steps: int,
     eval_every: int,
     worker: int = 0,
+    repaired: bool = False,
 ) -> optuna.Study:
-    """One worker: open (or create) the study, repair it, and optimise until --trials, --timeout or Ctrl-C. Returns the study."""
+    """One worker: open (or create) the study, repair it (unless the parent did, `repaired`), and optimise until
+    --trials, --timeout or Ctrl-C. Returns the study."""
     study = open_study(cfg, identity, name, open_storage(url), space, steps, eval_every, worker)
-    repair(study)
+    if not repaired:
+        repair(study)
 
     def enough(trials) -> bool:
         if cfg.max_tokens is not None and tokens_spent(trials) >= cfg.max_tokens:
