@@ -275,9 +275,15 @@ def attribution_sentence(
     if from_mechanism and ranks_only is None:
         return opening + f"Its {mechanism} alone gives a {noun} too: {controls}, so what the ranks add is untested."
     if from_mechanism:
-        return opening + f"{name}'s {noun} comes from its {mechanism}: {mech}, while {ranks}."
+        return (
+            opening
+            + f"{name}'s {noun} is matched by its {mechanism} alone: {mech}, while {ranks}; no part of it is shown to come from its ranks."
+        )
     if from_ranks:
-        return opening + f"{name}'s {noun} comes from its ranks: {ranks}, while {mech}."
+        return (
+            opening
+            + f"{name}'s {noun} is matched by its ranks alone: {ranks}, while {mech}; no part of it is shown to come from its {mechanism}."
+        )
     return opening + (
         f"{name}'s {noun} cannot be attributed: no control separates from {full.baseline} in the same direction: {controls}."
     )
@@ -293,8 +299,8 @@ def capacity_sentence(c: Comparison, smaller: str, larger: str) -> str:
     if verdict is None:
         return (
             f"{head}: no detectable difference ({_numbers(c)}{_disagreement(c)}); {_resolution(c)}. Allocation only "
-            "moves capacity around, and more capacity did not detectably help here, so allocation can hardly "
-            "matter in this regime."
+            "moves capacity around, and more capacity did not detectably help here, so this study has no capacity "
+            "gap to read allocation effects against; a gap smaller than that could have gone unseen."
         )
     if verdict == "worse":
         return (
