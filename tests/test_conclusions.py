@@ -364,3 +364,20 @@ def test_runs_from_several_environments_are_named_with_what_that_alone_moved():
     (sentence,) = mixed_environments([run("5.24.0", "AVX2"), run("5.25.0", "AVX512")], frame)
     assert sentence.startswith("Runs were trained in 2 environments (torch 2.13.0, transformers 5.24.0, peft 0.21.2, CPU AVX2;")
     assert "differed between them by at most 1e-05 nats" in sentence
+
+
+def test_capacity_not_yet_tested_is_not_called_unasked():
+    from types import SimpleNamespace
+
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.paper import capacity_blocks
+
+    def spec(role, budget):
+        return SimpleNamespace(role=role, budget=SimpleNamespace(label=budget))
+
+    planned = SimpleNamespace(runs=[spec("baseline", "r2"), spec("baseline", "r8"), spec("strategy", "r8")])
+    one_size = SimpleNamespace(runs=[spec("baseline", "r8"), spec("strategy", "r8")])
+    assert capacity_blocks(pd.DataFrame(), TEST_LOSS, planned)[1].text.startswith(
+        "Not tested yet: the suite plans the baseline at 2 sizes (r2, r8)"
+    )
+    assert capacity_blocks(pd.DataFrame(), TEST_LOSS, one_size)[1].text.startswith("Not asked: this sweep has one baseline size")

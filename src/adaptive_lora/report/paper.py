@@ -202,12 +202,19 @@ def question_blocks(df: pd.DataFrame) -> list:
     ]
 
 
-def capacity_blocks(stats: pd.DataFrame, metric: Metric) -> list:
+def capacity_blocks(stats: pd.DataFrame, metric: Metric, suite: Suite | None = None) -> list:
     rows = _rows(stats, metric, CAPACITY_BIND)
     blocks = [Heading(2, "Does capacity bind?")]
     if rows.empty:
+        sizes = sorted({spec.budget.label for spec in suite.runs if spec.role == "baseline"}) if suite else []
         blocks.append(
-            Para("Not asked: this sweep has one baseline size, so there is no smaller capacity to compare with.", "note")
+            Para(
+                f"Not tested yet: the suite plans the baseline at {len(sizes)} sizes ({', '.join(sizes)}), but not two of "
+                "them have finished runs at a chosen learning rate."
+                if len(sizes) > 1
+                else "Not asked: this sweep has one baseline size, so there is no smaller capacity to compare with.",
+                "note",
+            )
         )
         return blocks
     table = [

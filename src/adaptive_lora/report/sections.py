@@ -360,7 +360,7 @@ def build_blocks(ctx: ReportContext) -> list:
     blocks += methods_blocks(ctx.runs, df, ctx.read.suite, ctx.stats, ctx.row_stats) + results_blocks(ctx) + rate_grid_blocks(ctx)
     if len(df):
         metric = primary_metric(df)
-        blocks += capacity_blocks(ctx.stats, metric) + attribution_blocks(ctx.stats, metric, ctx.read.suite)
+        blocks += capacity_blocks(ctx.stats, metric, ctx.read.suite) + attribution_blocks(ctx.stats, metric, ctx.read.suite)
         blocks += limitations_blocks(df, ctx.runs, ctx.read.suite)
     blocks += study_blocks(ctx.summary, df)
     blocks += stats_blocks(ctx) + example_blocks(df) + figure_blocks(ctx) + failed_blocks(ctx)
