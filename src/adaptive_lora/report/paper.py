@@ -191,13 +191,22 @@ def question_blocks(df: pd.DataFrame) -> list:
         if budgets
         else "Each configuration keeps its own ranks and is paired with the baseline of the closest parameter count"
     )
+    rates = (
+        "The learning rate is chosen on the validation split"
+        if df["learning_rate"].nunique() > 1
+        else "All runs share one learning rate"
+    )
+    test = (
+        "the test split only reports"
+        if df.get("test_n_rows", pd.Series(dtype=float)).fillna(0).gt(0).any()
+        else "there is no test split"
+    )
     return [
         Heading(2, "The question"),
         Para(
             f"{QUESTION} {how}; each pair shares its seed (initialisation and data order), its data splits and its "
-            "training settings, so a paired difference measures the allocation. The learning rate is chosen on the "
-            "validation split; the test split only reports. A capacity control (far fewer parameters) must come out "
-            "worse, or the study could not have seen a difference at all."
+            f"training settings, so a paired difference measures the allocation. {rates}; {test}. A capacity control "
+            "(far fewer parameters) must come out worse, or the study cannot show that it could have seen a difference."
         ),
     ]
 
