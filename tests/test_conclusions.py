@@ -381,3 +381,14 @@ def test_capacity_not_yet_tested_is_not_called_unasked():
         "Not tested yet: the suite plans the baseline at 2 sizes (r2, r8)"
     )
     assert capacity_blocks(pd.DataFrame(), TEST_LOSS, one_size)[1].text.startswith("Not asked: this sweep has one baseline size")
+
+
+def test_the_tally_says_how_the_baseline_was_paired():
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.paper import _answer
+
+    assert "comparisons with the baseline at equal budget," in _answer(_stats(NULL), TEST_LOSS, True)
+    own = _stats(NULL).assign(budget_label="own")
+    assert "comparisons with the baseline of the closest size (each allocation at its own ranks)," in _answer(
+        own, TEST_LOSS, True
+    )

@@ -84,6 +84,14 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
 TESTED = ("better", "worse", "no detectable difference")
 
 
+def _paired_how(rows: pd.DataFrame) -> str:
+    if (rows["budget_label"] != OWN_BUDGET).all():
+        return "at equal budget"
+    if (rows["budget_label"] == OWN_BUDGET).all():
+        return "of the closest size (each allocation at its own ranks)"
+    return "at equal budget or, at their own ranks, of the closest size"
+
+
 def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_compared: int = 0) -> str:
     """not_compared: planned allocation groups with no comparison at all yet (no chosen rate, no finished run)."""
     rows = _rows(stats, metric, "strategy")
@@ -94,7 +102,7 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_com
     unit = _unit(metric)
     mdes = [m for m in (finite(v) for v in rows["mde"]) if m is not None and m > 0]
     tally = (
-        f"In {metric.name}, of {len(rows)} comparisons with the baseline at equal budget, {counts.get('better', 0)} came out "
+        f"In {metric.name}, of {len(rows)} comparisons with the baseline {_paired_how(rows)}, {counts.get('better', 0)} came out "
         f"better, {counts.get('worse', 0)} worse and {counts.get('no detectable difference', 0)} showed no detectable difference"
     )
     untested = len(rows) - sum(counts.get(v, 0) for v in TESTED)
