@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import socket
 import statistics
+import time
 
 import optuna
 import pytest
@@ -177,3 +178,20 @@ def test_the_parent_repairs_once_before_its_workers_start(tmp_path):
     _repair_before_workers(*args)  # a second repair finds nothing left to retry
     waiting = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].params == study.trials[trial.number].params
+
+
+def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_by_repair(tmp_path):
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'study.db'}",
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+    study = optuna.create_study(storage=storage, study_name="stale")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("worker", "another-host:123")  # not this machine's: only its heartbeat can tell
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)
+    repair(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]

@@ -191,6 +191,9 @@ def tokens_spent(trials) -> int:
 def repair(study) -> int:
     """Fail the trials of killed workers on this machine, and retry those and interrupted ones (same parameters)."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+    # Optuna fails (and retries) trials whose heartbeat stopped only inside optimize(), which a worker skips when
+    # the finished trials plus a stale running one already make --trials: do it here, or the study stays one short.
+    optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     repaired = 0
