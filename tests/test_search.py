@@ -195,3 +195,20 @@ def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_by_repair
     repair(study)
     states = [t.state for t in study.get_trials()]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+
+
+def test_the_final_stage_waits_for_trials_still_running_elsewhere(tmp_path):
+    from adaptive_lora.search.study import wait_for_running
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'study.db'}",
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+    study = optuna.create_study(storage=storage, study_name="elsewhere")
+    assert wait_for_running(study, poll_s=0.1) == 0
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)  # a worker on another machine, silent from now on
+    assert wait_for_running(study, poll_s=0.2) == 1  # returns once its heartbeat is stale and it is failed
+    assert study.get_trials()[0].state == optuna.trial.TrialState.FAIL

@@ -34,7 +34,18 @@ from ..workdirs import claim_search_dir, claim_sweep_dir
 from .final import choose, final_suite, ranks_at_budget, search_record
 from .settings import RUN_CONTROL, SearchConfig, identity_hash
 from .space import SearchSpace
-from .study import counted, differences, load, open_storage, open_study, repair, run_worker, storage_url, study_name
+from .study import (
+    counted,
+    differences,
+    load,
+    open_storage,
+    open_study,
+    repair,
+    run_worker,
+    storage_url,
+    study_name,
+    wait_for_running,
+)
 from .trial import training_steps
 
 SEARCH_CONFIG_FILE = "search.yaml"
@@ -141,6 +152,7 @@ def run_search(plan: SearchPlan, out: str | Path) -> dict[str, Any]:
     }
     if not cfg.final:
         return summary
+    wait_for_running(study)
     uniform, picks = choose(study, plan.space, plan.anatomy, run, plan.budget, cfg.top)
     final_dir = claim_sweep_dir(search_dir / FINAL_DIR)
     extra = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -275,6 +276,21 @@ def run_worker(
         return study
     study.optimize(run, timeout=cfg.timeout, callbacks=[stop_when_enough], catch=(TrialFailed,))
     return study
+
+
+def wait_for_running(study, poll_s: float = HEARTBEAT_S) -> int:
+    """Wait until no trial of the study runs (workers on other machines may still be training), so that the final
+    stage chooses from every trial; a lost worker's trial ends by its heartbeat. Returns the trials waited for."""
+    waited = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+        if not running:
+            return waited
+        if not waited:
+            print(f"waiting for {running} trial(s) still running elsewhere before the final stage", file=sys.stderr)
+        waited = max(waited, running)
+        time.sleep(poll_s)
 
 
 def load(name: str, url: str):
