@@ -285,7 +285,7 @@ def limitations_blocks(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -
     done = done_runs(df)
     steps = done["steps"].dropna()
     tokens = done["tokens_seen"].dropna()
-    finished = len(df["seed"].dropna().unique())
+    finished = len(done["seed"].dropna().unique())  # seeds whose runs all failed have not finished
     planned = len({spec.seed for spec in suite.runs}) if suite is not None else finished
     seeds = f"{planned} seeds" + (f" ({finished} with finished runs so far)" if finished < planned else "")
     precision = joined(config_value(r, "model", "precision") for r in runs)
