@@ -180,13 +180,18 @@ def test_the_parent_repairs_once_before_its_workers_start(tmp_path):
     assert len(waiting) == 1 and waiting[0].params == study.trials[trial.number].params
 
 
-def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_by_repair(tmp_path):
-    storage = optuna.storages.RDBStorage(
+def short_heartbeat_storage(tmp_path):
+    """The search's storage settings with a heartbeat grace of 1 s, so a silent worker is stale at once."""
+    return optuna.storages.RDBStorage(
         f"sqlite:///{tmp_path / 'study.db'}",
         heartbeat_interval=1,
         grace_period=1,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
     )
+
+
+def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_by_repair(tmp_path):
+    storage = short_heartbeat_storage(tmp_path)
     study = optuna.create_study(storage=storage, study_name="stale")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     trial.set_user_attr("worker", "another-host:123")  # not this machine's: only its heartbeat can tell
@@ -200,12 +205,7 @@ def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_by_repair
 def test_the_final_stage_waits_for_trials_still_running_elsewhere(tmp_path):
     from adaptive_lora.search.study import wait_for_running
 
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{tmp_path / 'study.db'}",
-        heartbeat_interval=1,
-        grace_period=1,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-    )
+    storage = short_heartbeat_storage(tmp_path)
     study = optuna.create_study(storage=storage, study_name="elsewhere")
     assert wait_for_running(study, poll_s=0.1) == 0
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
