@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stage what a study under results/ has finished, for a commit: every run directory that holds a
-# result.json (finished, diverged or failed with its reason), the suite, and the report, regenerated
-# first so that it is the report of exactly those runs. Unfinished run directories stay out; `adaptive-lora run` resumes them. Adapter weights, locks and
-# per-sweep caches are ignored by .gitignore.
+# result.json (finished, diverged or failed with its reason), the suite, and the report, regenerated first.
+# Unfinished and interrupted run directories stay out (`adaptive-lora run` resumes them); stop the sweep
+# and remove them before staging, so that the report is of exactly the staged runs. Adapter weights,
+# locks and per-sweep caches are ignored by .gitignore.
 # Usage: scripts/stage-results.sh [results/<suite> ...]   (default: every study under results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,10 @@ for study in "${studies[@]}"; do
   .venv/bin/adaptive-lora report "$study" >/dev/null
   staged=0
   for run in "$study"/runs/*/; do
-    if [ -f "$run/result.json" ]; then git add "$run"; staged=$((staged + 1)); fi
+    [ -f "$run/result.json" ] || continue
+    grep -q '"status": "interrupted"' "$run/result.json" && continue  # runs again on resume
+    git add "$run"
+    staged=$((staged + 1))
   done
   for name in suite.yaml .adaptive-lora-sweep report.md report.html summary.csv stats.csv results.csv row_stats.csv search.json figures; do
     [ -e "$study/$name" ] && git add "$study/$name"
