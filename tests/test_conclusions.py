@@ -323,8 +323,16 @@ def _control_row(n_pairs: int, mean: float | None, p: float | None, verdict: str
 @pytest.mark.parametrize(
     "row, separated, abstract",
     [
-        (_control_row(1, 0.05, None, "no test (one pair)"), None, "has too few finished seeds for a test at r8 yet"),
-        (_control_row(0, None, None, "no test (no pairs)"), None, "has too few finished seeds for a test at r8 yet"),
+        (
+            _control_row(1, 0.05, None, "no test (one pair)"),
+            None,
+            "has too few finished seeds for a test against the baseline at r8 yet",
+        ),
+        (
+            _control_row(0, None, None, "no test (no pairs)"),
+            None,
+            "has too few finished seeds for a test against the baseline at r8 yet",
+        ),
         (_control_row(3, 0.05, 0.01, "worse"), True, "separated from the baseline at r8"),
         (_control_row(3, 0.01, 0.40, "no detectable difference"), False, "did not separate from the baseline at r8"),
     ],

@@ -68,7 +68,7 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
     parts = [
         f"{len(strategies)} allocations ({'; '.join(strategies)}) against {baseline}",
         f"at the budgets {', '.join(budgets)}" if budgets else "each at its own ranks",
-        f"with {len(controls)} controls ({'; '.join(controls)})" if controls else "",
+        f"with {len(controls)} control{'s' if len(controls) > 1 else ''} ({'; '.join(controls)})" if controls else "",
         f"on {joined(df['model'], describe)} fine-tuned on {joined(df['data_source'])}",
         f"{fmt_int(steps.median())} optimizer steps per run" if len(steps) else "",
         f"{len(seeds)} seeds" + (f" planned ({len(finished)} with finished runs so far)" if len(finished) < len(seeds) else ""),
@@ -145,13 +145,16 @@ def control_sentences(stats: pd.DataFrame, metric: Metric, separated: bool | Non
     """The capacity control against the baseline at each budget, for the abstract."""
     sentences = []
     for _, row in _rows(stats, metric, "capacity-control").iterrows():
-        at = f"at {row['baseline_budget']}"
+        own = row["baseline_budget"] == OWN_BUDGET
+        against = row["baseline_label"] if own else f"the baseline at {row['baseline_budget']}"
         if separated is None:
-            sentences.append(f"Its capacity control ({row['label']}) has too few finished seeds for a test {at} yet.")
+            sentences.append(
+                f"Its capacity control ({row['label']}) has too few finished seeds for a test against {against} yet."
+            )
             continue
         word = "separated from" if row["verdict"] == "worse" else "did not separate from"  # verdicts know the metric's direction
         sentences.append(
-            f"Its capacity control ({row['label']}) {word} the baseline {at} "
+            f"Its capacity control ({row['label']}) {word} {against} "
             f"({fmt_amount(row['mean_diff'], _unit(metric), metric.digits)} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})."
         )
     return sentences
