@@ -229,7 +229,7 @@ def capacity_blocks(stats: pd.DataFrame, metric: Metric, suite: Suite | None = N
         sizes = sorted({spec.budget.label for spec in suite.runs if spec.role == "baseline"}) if suite else []
         blocks.append(
             Para(
-                f"Not tested yet: the suite plans the baseline at {len(sizes)} sizes ({', '.join(sizes)}), but not two of "
+                f"Not tested yet: the suite plans the baseline at {len(sizes)} sizes ({', '.join(sizes)}), but fewer than two of "
                 "them have finished runs at a chosen learning rate."
                 if len(sizes) > 1
                 else "Not asked: this sweep has one baseline size, so there is no smaller capacity to compare with.",
