@@ -12,7 +12,7 @@ each final stage's test verdicts against uniform (the report's paired statistics
 whatever they are. Both final stages are ordinary sweeps with reports under --out.
 
 Usage: .venv/bin/python benchmarks/bench_search.py [--out benchmarks/search] [--rates 5e-4,1e-3,2e-3]
-           [--top 3] [--seeds 1,2,3] [--shapes uniform,linear_decay] [--trials 200] [--smoke] [--json out.json] [KEY=VALUE ...]
+           [--top 3] [--seeds 1,2,3] [--shapes uniform,linear_decay] [--trials 200] [--workers 1] [--smoke] [--json out.json] [KEY=VALUE ...]
 KEY=VALUE are run settings (e.g. data.max_samples=200). Size: --rates x --shapes for the grid (18 runs by default),
 whose tokens cap the search; --seeds x (--top + 2) runs in each final stage. --smoke: a tiny random model, 40
 skills rows, two shapes, one rate, two seeds, 2 steps a run, for the test suite; never a measurement. The full
@@ -79,7 +79,9 @@ def smoke_settings(out: Path) -> list[str]:
     ]
 
 
-def grid(run: RunConfig, rates: list[float], labels: list[str] | None, out: Path, quiet: bool) -> tuple[dict, list[dict]]:
+def grid(
+    run: RunConfig, rates: list[float], labels: list[str] | None, out: Path, options: SweepOptions
+) -> tuple[dict, list[dict]]:
     """The built-in shapes (or those named in `labels`) at r8 x every rate on the search's seed: (suite mapping, results)."""
     shapes = [e for e in load_suite("budget-matched").data["strategies"] if e.get("role", "strategy") == "strategy"]
     shapes = [e for e in shapes if labels is None or e["label"] in labels]
@@ -93,12 +95,12 @@ def grid(run: RunConfig, rates: list[float], labels: list[str] | None, out: Path
         "seeds": [SEARCH_SEED],
         "learning_rates": rates,
     }
-    run_sweep(suite_from_dict(suite, source="grid"), out, SweepOptions(quiet=quiet))
+    run_sweep(suite_from_dict(suite, source="grid"), out, options)
     results = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/result.json"))]
     return suite, results
 
 
-def grid_final(grid_suite: dict, results: list[dict], seeds: list[int], out: Path, quiet: bool) -> dict:
+def grid_final(grid_suite: dict, results: list[dict], seeds: list[int], out: Path, options: SweepOptions) -> dict:
     """The grid's best shape and uniform, each at its best rate on validation loss, on fresh seeds with the control."""
     best: dict[str, tuple[float, float]] = {}  # label -> (validation loss, rate)
     for r in results:
@@ -118,7 +120,7 @@ def grid_final(grid_suite: dict, results: list[dict], seeds: list[int], out: Pat
             control | {"learning_rate": best["uniform"][1]},
         ],
     }
-    run_sweep(suite_from_dict(suite, source="grid-final"), out, SweepOptions(quiet=quiet))
+    run_sweep(suite_from_dict(suite, source="grid-final"), out, options)
     write_report(out)
     return {"best": winner, "validation": best[winner][0], "uniform_validation": best["uniform"][0]}
 
@@ -145,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny model, two shapes, one rate: checks the script, measures nothing"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes for every stage (each gets cores/workers threads)"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -158,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         rates, seeds, labels, args.top = rates[-1:], seeds[:2], ["uniform", "linear_decay"], 1
 
-    grid_suite, results = grid(run, rates, labels, out / "grid", quiet)
+    options = SweepOptions(quiet=quiet, executor="processes" if args.workers > 1 else "local", workers=args.workers)
+    grid_suite, results = grid(run, rates, labels, out / "grid", options)
     grid_tokens = sum(int(r.get("tokens_seen") or 0) for r in results)
-    grid_summary = grid_final(grid_suite, results, seeds, out / "grid-final", quiet)
+    grid_summary = grid_final(grid_suite, results, seeds, out / "grid-final", options)
 
     settings = {
         "budget": BUDGET,
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr_min": min(rates) / 2,
         "lr_max": max(rates) * 2,
         "quiet": quiet,
+        "workers": args.workers,
     }
     if args.smoke:
         settings |= {"uniform_rates": 1, "evaluations": 2, "startup_trials": 1, "trials": 3}
