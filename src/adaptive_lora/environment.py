@@ -35,7 +35,7 @@ CPU_TOKEN_BUDGET = 256
 
 # oneDNN keeps a compiled kernel per matmul shape (1024 by default). In bf16 on CPU every new rank and
 # sequence length adds one, so a worker's memory grew run after run. Measured 2026-12-06 (AVX512-BF16):
-# six seed-study runs in one process peaked at 2.28 GB with the default, 2.09 GB with 32, the same losses
+# six seed-study runs in one process peaked at 2.33 GB with the default, 2.14 GB with 32, the same losses
 # and tokens/s (bench_memory.py: 204 vs 204); 0 cut the speed to a third. A user's own setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
