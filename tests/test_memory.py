@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 
 import torch
 import yaml
@@ -172,3 +174,20 @@ def test_process_workers_split_the_cores(tiny_llama_dir, data_file, tmp_path):
     results = [json.loads(p.read_text()) for p in (tmp_path / "sweep" / "runs").glob("*/result.json")]
     assert len(results) == 2
     assert {r["environment"]["threads"] for r in results} == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+def test_onednn_kernel_cache_is_capped_unless_the_user_set_it():
+    """In bf16 on CPU oneDNN keeps a kernel per matmul shape; the cap stops a worker growing run after run."""
+    key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    script = (
+        "import importlib, os\n"
+        "import adaptive_lora.environment as env\n"
+        f"ours = os.environ['{key}']\n"
+        f"os.environ['{key}'] = '7'\n"
+        "importlib.reload(env)\n"
+        f"print(ours, os.environ['{key}'])\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != key}
+    done = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["32", "7"]  # set when absent, a user's own value kept
