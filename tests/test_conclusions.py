@@ -395,8 +395,17 @@ def test_the_tally_says_how_the_baseline_was_paired():
     from adaptive_lora.report.compare import TEST_LOSS
     from adaptive_lora.report.paper import _answer
 
-    assert "comparisons with the baseline at equal budget," in _answer(_stats(NULL), TEST_LOSS, True)
+    assert "comparison with the baseline at equal budget," in _answer(_stats(NULL), TEST_LOSS, True)
     own = _stats(NULL).assign(budget_label="own")
-    assert "comparisons with the baseline of the closest size (each allocation at its own ranks)," in _answer(
-        own, TEST_LOSS, True
-    )
+    assert "comparison with the baseline of the closest size (each allocation at its own ranks)," in _answer(own, TEST_LOSS, True)
+
+
+def test_one_comparison_is_counted_and_resolved_in_the_singular():
+    from adaptive_lora.report.compare import TEST_LOSS
+    from adaptive_lora.report.paper import _answer
+
+    one = _answer(_stats(NULL), TEST_LOSS, True)
+    assert "of 1 comparison with the baseline" in one
+    assert "at a resolution of about 0.0100 nats (the minimum detectable effect)" in one
+    two = _answer(_stats(NULL, NULL).assign(mde=[0.01, 0.02]), TEST_LOSS, True)
+    assert "of 2 comparisons with" in two and "about 0.0100 nats to 0.0200 nats (the minimum detectable effects)" in two

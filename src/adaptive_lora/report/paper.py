@@ -66,7 +66,7 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
     steps = done["steps"].dropna()
     rates = suite.learning_rates if suite is not None else sorted(df["learning_rate"].dropna().unique())
     parts = [
-        f"{len(strategies)} allocations ({'; '.join(strategies)}) against {baseline}",
+        f"{len(strategies)} allocation{'s' if len(strategies) != 1 else ''} ({'; '.join(strategies)}) against {baseline}",
         f"at the budgets {', '.join(budgets)}" if budgets else "each at its own ranks",
         f"with {len(controls)} control{'s' if len(controls) > 1 else ''} ({'; '.join(controls)})" if controls else "",
         f"on {joined(df['model'], describe)} fine-tuned on {joined(df['data_source'])}",
@@ -102,7 +102,8 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_com
     unit = _unit(metric)
     mdes = [m for m in (finite(v) for v in rows["mde"]) if m is not None and m > 0]
     tally = (
-        f"In {metric.name}, of {len(rows)} comparisons with the baseline {_paired_how(rows)}, {counts.get('better', 0)} came out "
+        f"In {metric.name}, of {len(rows)} comparison{'s' if len(rows) != 1 else ''} with the baseline {_paired_how(rows)}, "
+        f"{counts.get('better', 0)} came out "
         f"better, {counts.get('worse', 0)} worse and {counts.get('no detectable difference', 0)} showed no detectable difference"
     )
     untested = len(rows) - sum(counts.get(v, 0) for v in TESTED)
@@ -119,12 +120,9 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_com
             for _, row in better.iterrows()
         )
         return tally + f" The answer here is yes for {named}."
-    resolution = (
-        f" at a resolution of about {fmt_amount(min(mdes), unit, metric.digits, signed=False)} to "
-        f"{fmt_amount(max(mdes), unit, metric.digits, signed=False)} (the minimum detectable effects)"
-        if mdes
-        else ""
-    )
+    low, high = (fmt_amount(f(mdes), unit, metric.digits, signed=False) for f in (min, max)) if mdes else ("", "")
+    span = f"{low} (the minimum detectable effect)" if low == high else f"{low} to {high} (the minimum detectable effects)"
+    resolution = f" at a resolution of about {span}" if mdes else ""
     if separated is None:
         return tally + " No capacity control was tested, so these null results are not evidence of no difference."
     so_far = " so far" if untested or not_compared else ""
