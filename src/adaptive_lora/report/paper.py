@@ -53,6 +53,10 @@ def _entries(df: pd.DataFrame, suite: Suite | None, roles: tuple[str, ...]) -> l
     return list(dict.fromkeys(df.loc[df["role"].isin(roles), "label"]))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _design(df: pd.DataFrame, suite: Suite | None) -> str:
     done = done_runs(df)
     strategies = _entries(df, suite, ("strategy",))
@@ -66,9 +70,9 @@ def _design(df: pd.DataFrame, suite: Suite | None) -> str:
     steps = done["steps"].dropna()
     rates = suite.learning_rates if suite is not None else sorted(df["learning_rate"].dropna().unique())
     parts = [
-        f"{len(strategies)} allocation{'s' if len(strategies) != 1 else ''} ({'; '.join(strategies)}) against {baseline}",
+        f"{_count(len(strategies), 'allocation')} ({'; '.join(strategies)}) against {baseline}",
         f"at the budgets {', '.join(budgets)}" if budgets else "each at its own ranks",
-        f"with {len(controls)} control{'s' if len(controls) > 1 else ''} ({'; '.join(controls)})" if controls else "",
+        f"with {_count(len(controls), 'control')} ({'; '.join(controls)})" if controls else "",
         f"on {joined(df['model'], describe)} fine-tuned on {joined(df['data_source'])}",
         f"{fmt_int(steps.median())} optimizer steps per run" if len(steps) else "",
         f"{len(seeds)} seeds" + (f" planned ({len(finished)} with finished runs so far)" if len(finished) < len(seeds) else ""),
@@ -102,7 +106,7 @@ def _answer(stats: pd.DataFrame, metric: Metric, separated: bool | None, not_com
     unit = _unit(metric)
     mdes = [m for m in (finite(v) for v in rows["mde"]) if m is not None and m > 0]
     tally = (
-        f"In {metric.name}, of {len(rows)} comparison{'s' if len(rows) != 1 else ''} with the baseline {_paired_how(rows)}, "
+        f"In {metric.name}, of {_count(len(rows), 'comparison')} with the baseline {_paired_how(rows)}, "
         f"{counts.get('better', 0)} came out "
         f"better, {counts.get('worse', 0)} worse and {counts.get('no detectable difference', 0)} showed no detectable difference"
     )
