@@ -299,3 +299,36 @@ def test_a_budget_label_with_unequal_parameter_counts_is_flagged():
     (warning,) = unequal_budgets(frame(1_520_640))
     assert "Budget r8 is not one parameter count: MLP only 1,520,640, uniform 2,442,240" in warning
     assert unequal_budgets(frame(2_441_664)) == []  # within one rank step: equal budget
+
+
+def test_figure_pngs_are_palette_images_that_look_like_the_rendering(tmp_path):
+    import io
+
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from adaptive_lora.report.plotting import DPI, png_bytes, save_figure
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.add_subplot()
+    ax.imshow(np.linspace(0, 1, 400).reshape(20, 20), cmap="viridis")  # a continuous colour map
+    ax.plot([0, 19], [0, 19], color="tab:red", linewidth=2)
+    ax.set_title("antialiased text and lines")
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=DPI, bbox_inches="tight")
+    full = np.asarray(Image.open(rendered).convert("RGB"), dtype=float)
+
+    saved = save_figure(fig, tmp_path, "demo", "Demo", "caption")
+    image = Image.open(saved.png)
+    assert image.mode == "P"
+    assert saved.png.read_bytes() == saved.png_bytes == png_bytes(fig)  # deterministic
+    assert len(saved.png_bytes) < rendered.getbuffer().nbytes
+    palette = np.asarray(image.convert("RGB"), dtype=float)
+    assert palette.shape == full.shape
+    error = np.abs(palette - full)
+    assert error.mean() < 1.0 and np.percentile(error, 99.9) < 24  # 0-255 scale: no visible change
+    assert (palette[0, 0] == 255).all()  # the white background stays exactly white
+
+    fig.patch.set_alpha(0.0)  # a transparent background stays transparent
+    alpha = np.asarray(Image.open(io.BytesIO(png_bytes(fig))).convert("RGBA"))[..., 3]
+    assert alpha.min() == 0 and alpha.max() == 255

@@ -334,3 +334,14 @@ def test_forest_plot_comes_first_and_draws_the_paired_numbers(grid):
     verdicts = {t.get_text() for t in figure.findobj() if type(t).__name__ == "Annotation"}
     assert verdicts == set(primary["verdict"])
     assert "paired difference" in info["figures"][0].caption and "test loss" in info["figures"][0].caption
+
+
+def test_limitations_name_the_groups_whose_chosen_rate_is_at_the_grid_edge(grid):
+    sweep, _, _ = grid
+    limitations = _section((sweep / "report.md").read_text(encoding="utf-8"), "## Limitations")
+    for rate, edge in ((max(GRID_RATES), "highest"), (min(GRID_RATES), "lowest")):
+        groups = [g for g, r in GRID_CHOSEN.items() if r == rate and g != GRID_NO_RATE]
+        sentence = next(line for line in limitations.split(". ") if f"the grid's {edge} rate ({rate:g})" in line)
+        assert sentence.startswith(f"{len(groups)} group")
+        listed = sentence.split(": ", 1)[1].rstrip(".\n").split(", ")
+        assert sorted(listed) == sorted(f"{label} at {budget}" for label, budget in groups)

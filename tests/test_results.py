@@ -1,5 +1,5 @@
 """The committed studies (results/<suite>/): their runs regenerate the committed tables, offline, and the
-repository stays lean (no adapter weights, under 50 MB)."""
+repository stays lean (no adapter weights, locks or caches; under 50 MB)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,6 @@ def test_the_committed_runs_regenerate_the_committed_tables(study, tmp_path):
 def test_results_are_lean():
     files = [ROOT / f for f in _committed(RESULTS)]
     assert not [f for f in files if f.suffix in (".safetensors", ".bin", ".pt")], "weights under results/"
+    caches = [f for f in files if f.suffix == ".lock" or {".claims", ".base-eval"} & set(f.parts)]
+    assert not caches, f"locks or per-sweep caches under results/, e.g. {caches[:1]}"
     assert sum(f.stat().st_size for f in files if f.is_file()) < 50 * 2**20

@@ -16,7 +16,6 @@ Use from a report:
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections import defaultdict
@@ -27,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..schema import ROLES, try_read_allocation
-from .plotting import DPI
+from .plotting import png_bytes
 
 Run = tuple[str, dict[str, Any]]
 
@@ -222,7 +221,5 @@ def importance_figures(runs: list[Run]) -> dict[str, bytes]:
     """{file name: PNG bytes} of every importance figure that has data."""
     out = {}
     for name, _title, _caption, fig in importance_figure_specs(runs):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-        out[name] = buffer.getvalue()
+        out[name] = png_bytes(fig)
     return out

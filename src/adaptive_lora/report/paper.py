@@ -312,5 +312,21 @@ def limitations_blocks(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -
         items.append(
             f"The learning rate was chosen on seed(s) {', '.join(map(str, suite.selection_seeds))} only, from "
             f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison."
+            + _grid_edges(df)
         )
     return [Heading(2, "Limitations"), Bullets(items)]
+
+
+def _grid_edges(df: pd.DataFrame) -> str:
+    """The groups whose chosen rate is the grid's highest or lowest: their best rate may lie outside it."""
+    rates = sorted(df["learning_rate"].dropna().unique())
+    chosen = df[df["at_chosen_rate"].astype(bool)].groupby(["label", "budget_label"], sort=False)["learning_rate"].first()
+    text = ""
+    for edge, rate, beyond in (("highest", rates[-1], "higher"), ("lowest", rates[0], "lower")):
+        groups = [f"{label} at {budget}" for (label, budget), r in chosen.items() if r == rate]
+        if groups:
+            text += (
+                f" {_count(len(groups), 'group')} chose the grid's {edge} rate ({rate:g}), so a {beyond} rate might have "
+                f"served {'it' if len(groups) == 1 else 'them'} better: {', '.join(groups)}."
+            )
+    return text
