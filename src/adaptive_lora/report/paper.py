@@ -311,8 +311,7 @@ def limitations_blocks(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -
     if df["learning_rate"].nunique() > 1 and suite is not None and suite.staged:
         items.append(
             f"The learning rate was chosen on seed(s) {', '.join(map(str, suite.selection_seeds))} only, from "
-            f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison."
-            + _grid_edges(df)
+            f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison." + _grid_edges(df)
         )
     return [Heading(2, "Limitations"), Bullets(items)]
 
