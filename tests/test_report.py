@@ -322,6 +322,9 @@ def test_figure_pngs_are_palette_images_that_look_like_the_rendering(tmp_path):
     image = Image.open(saved.png)
     assert image.mode == "P"
     assert saved.png.read_bytes() == saved.png_bytes == png_bytes(fig)  # deterministic
+    svg = saved.svg.read_bytes()
+    (tmp_path / "again").mkdir()
+    assert save_figure(fig, tmp_path / "again", "demo", "Demo", "caption").svg.read_bytes() == svg
     assert len(saved.png_bytes) < rendered.getbuffer().nbytes
     palette = np.asarray(image.convert("RGB"), dtype=float)
     assert palette.shape == full.shape

@@ -66,8 +66,10 @@ def png_bytes(fig: Figure) -> bytes:
 
 def save_figure(fig: Figure, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
     svg = io.BytesIO()
-    # No dates in the metadata: re-rendering the same sweep gives the same files.
-    fig.savefig(svg, format="svg", dpi=DPI, bbox_inches="tight", metadata={"Date": None})
+    # No date in the metadata and a fixed salt for the SVG's element ids (random by default): re-rendering
+    # the same sweep gives the same files, so a regenerated committed report changes only where it should.
+    with matplotlib.rc_context({"svg.hashsalt": name}):
+        fig.savefig(svg, format="svg", dpi=DPI, bbox_inches="tight", metadata={"Date": None})
     rendered = {"png": png_bytes(fig), "svg": svg.getvalue()}
     for fmt, data in rendered.items():
         atomic_write_bytes(out_dir / f"{name}.{fmt}", data)
