@@ -227,9 +227,14 @@ def test_adalora_final_pattern_fits_the_budget_and_is_recorded(adalora_run, base
     assert result["status"] == "done", result["error"]
     run = open_run(out)  # the TRL / axolotl exports retrain plain LoRA: export says what they drop
     assert "training dynamics" in dropped_by_retraining(run, load_run_allocation(run))
-    saved = json.loads((out / "allocation.json").read_text())
+    text = (out / "allocation.json").read_text()
+    saved = json.loads(text)
     meta = saved["meta"]
     target = saved["budget"]["target"]
+    lines = text.splitlines()  # compact: a module, or a snapshot of the ranks, is one line
+    assert sum(line.strip().startswith('{"name": ') for line in lines) == len(saved["modules"])
+    snapshots = [line.strip().rstrip(",") for line in lines if line.strip().startswith("[") and line.strip() != "["]
+    assert [json.loads(line) for line in snapshots if line != "[]"] == meta["rank_history"]["ranks"]
     step = max(m.params_per_rank for m in base.anatomy.modules)
     assert target - step < saved["trainable_params"] <= target == 2 * base.anatomy.params_per_rank()
     assert result["trainable_params"] == saved["trainable_params"]

@@ -220,13 +220,26 @@ def try_read_allocation(path: str | Path) -> AllocationRecord | None:
 
 
 def write_allocation(path: str | Path, record: AllocationRecord) -> None:
-    """allocation.json with one line per module: a quarter smaller than indenting every field, still diffable."""
+    """allocation.json, keys one per line and every flat list or object on one line (a module, a snapshot
+    of AdaLoRA's ranks): about half the bytes of indenting every number, still readable and diffable."""
     data = finite_or_none(record.to_dict())
-    modules = data.pop("modules")
-    head = json.dumps(data, indent=2, allow_nan=False)
-    lines = ",\n".join("    " + json.dumps(m, allow_nan=False) for m in modules)
-    text = head[:-2] + (",\n" if data else "\n") + '  "modules": [\n' + lines + ("\n  ]\n}\n" if modules else "  ]\n}\n")
-    atomic_write_text(allocation_path(path), text)
+    data["modules"] = data.pop("modules")  # last: the long part
+    atomic_write_text(allocation_path(path), _json_lines(data) + "\n")
+
+
+def _json_lines(value: Any, indent: int = 0) -> str:
+    def flat(v: Any) -> bool:
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return items is not None and not any(isinstance(x, (dict, list)) for x in items)
+
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, list) and value and not flat(value):
+        items = (json.dumps(v, allow_nan=False) if flat(v) else _json_lines(v, indent + 2) for v in value)
+        return "[\n" + ",\n".join(inner + item for item in items) + "\n" + pad + "]"
+    if isinstance(value, dict) and value:
+        items = (f"{json.dumps(k)}: {_json_lines(v, indent + 2)}" for k, v in value.items())
+        return "{\n" + ",\n".join(inner + item for item in items) + "\n" + pad + "}"
+    return json.dumps(value, allow_nan=False)
 
 
 def _float_or_none(value: Any) -> float | None:
