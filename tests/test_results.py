@@ -1,9 +1,11 @@
 """The committed studies (results/<suite>/): their runs regenerate the committed tables, offline, and the
-repository stays lean (no adapter weights, locks or caches; under 50 MB)."""
+repository stays lean (no adapter weights, locks or caches; under 50 MB), and the README's Findings quote only
+numbers that a committed report holds."""
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,3 +50,17 @@ def test_results_are_lean():
     caches = [f for f in files if f.suffix == ".lock" or {".claims", ".base-eval"} & set(f.parts)]
     assert not caches, f"locks or per-sweep caches under results/, e.g. {caches[:1]}"
     assert sum(f.stat().st_size for f in files if f.is_file()) < 50 * 2**20
+
+
+def test_every_number_the_readme_findings_quote_is_in_a_committed_report():
+    """The README's Findings quote the committed studies: each decimal number there (an effect, a CI bound,
+    an MDE, a loss) appears in a committed report, README or table under results/ (run directories aside)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Findings")
+    findings = readme[start : readme.index("\n## ", start + 1)]
+    numbers = sorted(set(re.findall(r"\d+\.\d+", findings)))
+    assert numbers, "the Findings quote no numbers"
+    reports = [ROOT / f for f in _committed(RESULTS) if "/runs/" not in f and Path(f).suffix in (".md", ".csv", ".json")]
+    corpus = "\n".join(p.read_text(encoding="utf-8") for p in reports)
+    missing = [n for n in numbers if n not in corpus]
+    assert not missing, f"README Findings quote numbers no committed report has: {missing}"
