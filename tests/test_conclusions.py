@@ -109,7 +109,7 @@ def test_study_power_separated():
     separated, sentence = study_power(control)
     assert separated
     assert sentence == (
-        "The study can separate a known-worse configuration: the capacity control attn_rank1 at r8, a configuration "
+        "The study can separate a known-worse configuration: the capacity control (attn_rank1) at r8, a configuration "
         "known to be worse than uniform, came out worse in test loss (+0.0500 nats, 95% CI [+0.0300, +0.0700], "
         "p = 0.002, 3 seeds). That shows only that an effect of this size is visible; the smallest differences the "
         "comparisons could have detected are given with them."
@@ -119,7 +119,7 @@ def test_study_power_separated():
 def test_study_power_underpowered():
     separated, sentence = study_power(loss("attn_rank1", 0.004, -0.002, 0.010, 0.12, n=3, mde=0.0150))
     assert not separated
-    assert sentence.startswith("The study is underpowered: the capacity control attn_rank1 at r8")
+    assert sentence.startswith("The study is underpowered: the capacity control (attn_rank1) at r8")
     assert "did not separate from it in test loss (+0.0040 nats, 95% CI [" + M + "0.0020, +0.0100], p = 0.12, 3 seeds" in sentence
     assert "about 0.0150 nats or more" in sentence
     assert sentence.endswith('no null result of this study should be read as "no difference".')
