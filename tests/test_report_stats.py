@@ -345,3 +345,14 @@ def test_limitations_name_the_groups_whose_chosen_rate_is_at_the_grid_edge(grid)
         assert sentence.startswith(f"{len(groups)} group")
         listed = sentence.split(": ", 1)[1].rstrip(".\n").split(", ")
         assert sorted(listed) == sorted(f"{label} at {budget}" for label, budget in groups)
+
+
+def test_the_abstract_names_every_budget_the_control_separated_at_in_one_sentence(grid):
+    sweep, _, _ = grid
+    md = (sweep / "report.md").read_text(encoding="utf-8")
+    abstract = _section(md, "## Abstract")
+    assert abstract.count("Its capacity control") == 1
+    r4 = np.mean(np.subtract(CONTROL_TEST, [grid_test_loss("uniform", "uniform", "r4", s) for s in SEEDS]))
+    r8 = np.mean(np.subtract(CONTROL_TEST, [grid_test_loss("uniform", "uniform", "r8", s) for s in SEEDS]))
+    assert f"Its capacity control ({CONTROL}) separated from the baseline at r4 (+{r4:.4f} nats in test loss, Holm p " in abstract
+    assert f") and at r8 (+{r8:.4f} nats in test loss, Holm p " in abstract

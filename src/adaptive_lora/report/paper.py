@@ -144,21 +144,28 @@ def _not_compared(stats: pd.DataFrame, metric: Metric, suite: Suite | None) -> i
 
 
 def control_sentences(stats: pd.DataFrame, metric: Metric, separated: bool | None) -> list[str]:
-    """The capacity control against the baseline at each budget, for the abstract."""
-    sentences = []
+    """The capacity control against the baseline at each budget, for the abstract: one sentence per control
+    and outcome, naming every budget it holds for."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
     for _, row in _rows(stats, metric, "capacity-control").iterrows():
         own = row["baseline_budget"] == OWN_BUDGET
         against = row["baseline_label"] if own else f"the baseline at {row['baseline_budget']}"
         if separated is None:
-            sentences.append(
-                f"Its capacity control ({row['label']}) has too few finished seeds for a test against {against} yet."
-            )
+            groups.setdefault((row["label"], None), []).append(against)
             continue
         word = "separated from" if row["verdict"] == "worse" else "did not separate from"  # verdicts know the metric's direction
-        sentences.append(
-            f"Its capacity control ({row['label']}) {word} {against} "
-            f"({fmt_amount(row['mean_diff'], _unit(metric), metric.digits)} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})."
+        amount = fmt_amount(row["mean_diff"], _unit(metric), metric.digits)
+        groups.setdefault((row["label"], word), []).append(
+            f"{against} ({amount} in {metric.name}, Holm p {fmt_p(row['t_p_holm'])})"
         )
+    sentences = []
+    for (label, word), parts in groups.items():
+        parts = parts[:1] + [part.removeprefix("the baseline ") for part in parts[1:]]  # "... at r2 and at r8"
+        against = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        if word is None:
+            sentences.append(f"Its capacity control ({label}) has too few finished seeds for a test against {against} yet.")
+        else:
+            sentences.append(f"Its capacity control ({label}) {word} {against}.")
     return sentences
 
 
