@@ -211,7 +211,9 @@ def study_power(control: Comparison) -> tuple[bool, str]:
 
     If it did not, the study is underpowered, and its null results say nothing.
     """
-    what = f"the capacity control ({control.label}) at {control.budget}, a configuration known to be worse than {control.baseline},"
+    what = (
+        f"the capacity control ({control.label}) at {control.budget}, a configuration known to be worse than {control.baseline},"
+    )
     verdict = direction(control)
     if verdict == "worse":
         return True, (
