@@ -318,14 +318,15 @@ def limitations_blocks(df: pd.DataFrame, runs: list[Run], suite: Suite | None) -
     if df["learning_rate"].nunique() > 1 and suite is not None and suite.staged:
         items.append(
             f"The learning rate was chosen on seed(s) {', '.join(map(str, suite.selection_seeds))} only, from "
-            f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison." + _grid_edges(df)
+            f"{df['learning_rate'].nunique()} rates: a rate between or beyond them could change a comparison."
+            + _grid_edges(df, suite.learning_rates)
         )
     return [Heading(2, "Limitations"), Bullets(items)]
 
 
-def _grid_edges(df: pd.DataFrame) -> str:
+def _grid_edges(df: pd.DataFrame, grid: list[float]) -> str:
     """The groups whose chosen rate is the grid's highest or lowest: their best rate may lie outside it."""
-    rates = sorted(df["learning_rate"].dropna().unique())
+    rates = sorted(grid)
     chosen = df[df["at_chosen_rate"].astype(bool)].groupby(["label", "budget_label"], sort=False)["learning_rate"].first()
     text = ""
     for edge, rate, beyond in (("highest", rates[-1], "higher"), ("lowest", rates[0], "lower")):
