@@ -14,11 +14,13 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft.utils.warning import PeftWarning
 from transformers import PrinterCallback, set_seed
 
 from ..allocation import Allocation
@@ -285,7 +287,12 @@ class _Run:
     def _save_adapter(self, peft_model) -> None:
         tmp = self.dir / f".{ADAPTER_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(tmp)
+        with warnings.catch_warnings():
+            if self.allocation is not None and self.allocation.meta.get("zero_rank_modules"):
+                # Modules pruned to rank 0 save as empty lora_A/lora_B on purpose; PEFT takes any empty
+                # tensor for an ungathered ZeRO-3 shard and warns that the adapter is incomplete. It is not.
+                warnings.filterwarnings("ignore", message=r"Adapter .* invalid shape", category=PeftWarning)
+            peft_model.save_pretrained(tmp)
         shutil.rmtree(self.dir / ADAPTER_DIR, ignore_errors=True)
         tmp.rename(self.dir / ADAPTER_DIR)
 
