@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from adaptive_lora.config import RunConfig
+from adaptive_lora.sweep.suite import builtin_suites, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -128,3 +129,19 @@ def test_the_configuration_reference_lists_every_key_with_its_default():
     block = text[text.index("Every key, with its default") :]
     block = block[block.index("```yaml") + len("```yaml") : block.index("```", block.index("```yaml") + 1)]
     assert yaml.safe_load(block) == RunConfig().to_dict()
+
+
+def test_the_built_in_suites_table_gives_each_suites_run_counts():
+    """docs/studies.md's `--list` column says what `adaptive-lora run <suite> --list` counts: every run,
+    or for a staged learning-rate grid, the runs listed and the runs the sweep trains."""
+    rows = {}
+    for line in prose_lines((ROOT / "docs" / "studies.md").read_text(encoding="utf-8")):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and re.fullmatch(r"`[\w-]+`( \(default\))?", cells[0]):
+            rows[cells[0].split("`")[1]] = cells[-1]
+    assert sorted(rows) == builtin_suites()
+    for name, counted in rows.items():
+        suite = load_suite(name)
+        listed, trained = len(suite.runs), suite.expected_runs()
+        expected = f"{listed} runs" if listed == trained else f"{listed} listed, {trained} trained"
+        assert counted == expected, f"docs/studies.md, suite {name}: says {counted!r}, `--list` gives {expected!r}"
