@@ -16,6 +16,7 @@ from adaptive_lora.anatomy import inspect_model
 from adaptive_lora.budget import budget_for_rank, count_params, match_budget
 from adaptive_lora.errors import UserError
 from adaptive_lora.planning import load_allocation, plan
+from adaptive_lora.schema import AllocationRecord, ModuleRecord, read_allocation, write_allocation
 from adaptive_lora.strategies import get_strategy
 from tiny_models import TINY_ARCHS, meta_model, tiny_config, tiny_inputs, tiny_model
 
@@ -216,7 +217,58 @@ def test_json_round_trip(tmp_path, llama_model, strategy, kwargs):
     )
     assert loaded.budget == allocation.budget and loaded.meta == allocation.meta
     data = json.loads(path.read_text())
-    assert data["trainable_params"] == allocation.trainable_params and len(data["modules"]) == len(allocation.ranks)
+    assert data["trainable_params"] == allocation.trainable_params
+    # written as a table by role: one rank and alpha per layer, the name with "{layer}" in it
+    table = data["modules"]
+    assert set(table) == {m.role for m in allocation.anatomy.modules}
+    for m in allocation.anatomy.modules:
+        entry = table[m.role]
+        assert entry["name"].replace("{layer}", str(m.layer)) == m.name
+        assert (entry["in_features"], entry["out_features"]) == (m.in_features, m.out_features)
+        assert (entry["rank"][m.layer], entry["alpha"][m.layer]) == (allocation.ranks[m.name], allocation.alphas[m.name])
+
+
+def _row(layer, role, rank, name=None):
+    return {
+        "name": name or f"model.layers.{layer}.{role}_proj",
+        "layer": layer,
+        "role": role,
+        "in_features": 8,
+        "out_features": 4,
+        "rank": rank,
+        "alpha": 2.0 * rank,
+    }
+
+
+@pytest.mark.parametrize(
+    "rows, table",
+    [
+        # AdaLoRA pruned q in layer 0 and k in layer 1: read back, each layer keeps its order (checked below)
+        (
+            [_row(0, "k", 2), _row(0, "v", 1), _row(1, "q", 3), _row(1, "v", 2)],
+            {"q": [None, 3], "k": [2, None], "v": [1, 2]},
+        ),
+        ([_row(0, "q", 2), _row(1, "q", 4)], {"q": [2, 4]}),
+        ([_row(0, "other", 2, "lm_head"), _row(1, "other", 2, "score")], None),  # no layer number in the names
+        ([_row(-1, "other", 2, "score")], None),  # outside the layers
+        ([_row(0, "q", 2), _row(0, "q", 3, "model.layers.0.extra.q_proj")], None),  # one role twice in a layer
+        ([_row(1, "q", 2), _row(0, "q", 3)], None),  # not layer by layer
+    ],
+)
+def test_allocation_file_writes_modules_as_a_table_only_when_it_gives_them_back(tmp_path, rows, table):
+    write_allocation(tmp_path, AllocationRecord(strategy="custom", modules=[ModuleRecord(**r) for r in rows]))
+    data = json.loads((tmp_path / "allocation.json").read_text())
+    if table is None:
+        assert data["modules"] == rows
+    else:
+        assert {role: entry["rank"] for role, entry in data["modules"].items()} == table
+    assert [m.__dict__ for m in read_allocation(tmp_path).modules] == rows
+
+
+def test_allocation_table_errors_name_the_role(tmp_path):
+    (tmp_path / "allocation.json").write_text(json.dumps({"modules": {"q": {"name": "model.layers.{layer}.q"}}}))
+    with pytest.raises(UserError, match=r"modules\.q needs a 'rank' list"):
+        read_allocation(tmp_path)
 
 
 def test_load_study_format_and_module_map(tmp_path, llama_model):

@@ -11,6 +11,7 @@ from adaptive_lora.anatomy import inspect_model
 from adaptive_lora.cli import main
 from adaptive_lora.models import load_skeleton
 from adaptive_lora.planning import plan
+from adaptive_lora.schema import read_allocation
 from adaptive_lora.strategies import all_strategies
 from tiny_models import tiny_config
 
@@ -138,7 +139,7 @@ def test_out_then_plan_custom_file_reproduces_it(capsys, llama_dir, tmp_path):
     path = tmp_path / "allocation.json"
     assert run(capsys, "plan", "--model", str(llama_dir), "--strategy", "linear_decay", "--out", str(path))[0] == 0
     data = run_json(capsys, "plan", "--model", str(llama_dir), "--strategy", "custom", "--set", f"file={path}")
-    original = json.loads(path.read_text())
+    original = read_allocation(path).to_dict()
     assert [m["rank"] for m in data["modules"]] == [m["rank"] for m in original["modules"]]
 
 

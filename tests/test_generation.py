@@ -4,6 +4,7 @@ on the tiny random Llama (embedded tokenizer and chat template)."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
@@ -171,6 +172,13 @@ def test_evaluate_generation_rows_reproduce_the_metrics(tiny, tmp_path):
     assert sum(verifiable) / len(verifiable) == pytest.approx(metrics["exact_match"])
     assert sum(r["rouge_l"] for r in read_back) / 5 == pytest.approx(metrics["rouge_l"])
     assert split_metrics(read_back) == {k: v for k, v in metrics.items() if k not in ("tokens_per_s", "seconds")}
+    # the base model's rows for the same data rows: their prompt, reference and task are written once
+    base_rows = [{**row, "source": "base", "prediction": "", "rouge_l": 0.0} for row in rows]
+    write_predictions(tmp_path, base_rows + rows)
+    lines = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()]
+    assert all({"prompt", "reference", "task"} <= set(line) for line in lines[:5])
+    assert not any({"prompt", "reference", "task"} & set(line) for line in lines[5:])
+    assert read_predictions(tmp_path) == base_rows + rows
     # one object a line even for text with Unicode line separators; NaN is written as null
     write_predictions(tmp_path, [{"prediction": "one\u2028two\nthree", "rouge_l": float("nan")}])
     assert read_predictions(tmp_path) == [{"prediction": "one\u2028two\nthree", "rouge_l": None}]

@@ -18,6 +18,7 @@ from adaptive_lora.cli import main as cli_main
 from adaptive_lora.config import RunConfig
 from adaptive_lora.errors import UserError
 from adaptive_lora.export import dropped_by_retraining, load_run_allocation, open_run
+from adaptive_lora.schema import read_allocation
 from adaptive_lora.training import prepare_base
 
 DATA_DRIVEN = [
@@ -180,7 +181,7 @@ def test_eva_plan_and_initialisation_run_on_cpu(base, tiny_dir, data_file, tmp_p
 def test_eva_training_end_to_end(tiny_dir, data_file, tmp_path, base):
     result = train(make_config(tiny_dir, data_file, tmp_path / "run", "eva", **{"training.max_steps": 2}), base=base)
     assert result["status"] == "done", result["error"]
-    saved = json.loads((tmp_path / "run" / "allocation.json").read_text())
+    saved = read_allocation(tmp_path / "run").to_dict()
     assert saved["meta"]["eva_init"].startswith("lora_A from EVA") and result["probe_time_s"] >= saved["meta"]["eva_init_time_s"]
     assert result["trainable_params"] == saved["trainable_params"] <= saved["budget"]["target"]
     run = open_run(tmp_path / "run")  # the TRL / axolotl exports retrain plain LoRA: export says what they drop
@@ -233,11 +234,11 @@ def test_adalora_final_pattern_fits_the_budget_and_is_recorded(adalora_run, base
     run = open_run(out)  # the TRL / axolotl exports retrain plain LoRA: export says what they drop
     assert "training dynamics" in dropped_by_retraining(run, load_run_allocation(run))
     text = (out / "allocation.json").read_text()
-    saved = json.loads(text)
+    saved = read_allocation(out).to_dict()
     meta = saved["meta"]
     target = saved["budget"]["target"]
-    lines = text.splitlines()  # compact: a module, or a snapshot of the ranks, is one line
-    assert sum(line.strip().startswith('{"name": ') for line in lines) == len(saved["modules"])
+    lines = text.splitlines()  # compact: a role's ranks over the layers, or a snapshot of the ranks, is one line
+    assert sum(line.strip().startswith('"rank": [') for line in lines) == len({m["role"] for m in saved["modules"]})
     snapshots = [line.strip().rstrip(",") for line in lines if line.strip().startswith("[") and line.strip() != "["]
     assert [json.loads(line) for line in snapshots if line != "[]"] == meta["rank_history"]["ranks"]
     step = max(m.params_per_rank for m in base.anatomy.modules)
@@ -292,7 +293,7 @@ def test_an_adapter_with_pruned_modules_saves_without_the_incomplete_shard_warni
 
 def test_from_run_reproduces_the_source_ranks(adalora_run, base, tmp_path):
     out, result, _ = adalora_run
-    source = {m["name"]: m["rank"] for m in json.loads((out / "allocation.json").read_text())["modules"]}
+    source = {m.name: m.rank for m in read_allocation(out).modules}
     as_is = plan(base.model, "from_run", {"run": str(out)})
     assert as_is.ranks == source and as_is.budget["target"] is None
     same_budget = plan(base.model, "from_run", {"run": str(out / "allocation.json")}, budget=result["trainable_params"])

@@ -13,6 +13,7 @@ from adaptive_lora import environment, train
 from adaptive_lora.config import RunConfig
 from adaptive_lora.environment import EMULATED_BF16_ENV, cpu_features, resolve_precision
 from adaptive_lora.errors import UserError
+from adaptive_lora.schema import read_allocation
 from adaptive_lora.sweep.runner import pin_precision
 from adaptive_lora.sweep.suite import suite_from_dict
 
@@ -107,7 +108,7 @@ def test_bf16_training_on_cpu_matches_fp32(tiny_llama_dir, data_file, tmp_path, 
     assert fp32[0] - fp32[-1] > 5e-2  # the steps move the loss by more than the tolerance
     assert results["bf16"]["eval_loss"] == pytest.approx(results["fp32"]["eval_loss"], rel=1e-2)
     for precision in ("fp32", "bf16"):  # every planned rank, in the adapter that was trained (verify() ran at attach)
-        allocation = json.loads((tmp_path / precision / "allocation.json").read_text())
+        allocation = read_allocation(tmp_path / precision).to_dict()
         adapter = json.loads((tmp_path / precision / "adapter" / "adapter_config.json").read_text())
         planned = {m["name"]: m["rank"] for m in allocation["modules"]}
         assert len(set(planned.values())) > 1

@@ -30,6 +30,7 @@ from adaptive_lora.recommend import (
 )
 from adaptive_lora.report.collect import read_sweep, runs_frame
 from adaptive_lora.report.compare import paired_stats
+from adaptive_lora.schema import read_allocation
 from fixtures_runs import add_run, write_suite
 from tiny_models import tiny_config, tiny_model
 
@@ -246,6 +247,7 @@ def test_a_q_v_only_recommendation_transferred_stays_on_q_v_at_the_targets_unifo
     assert cli_main(["recommend", str(q_v_sweep), "--model", str(models["deeper"]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     written = json.loads((out / "allocation.json").read_text())
+    written["modules"] = [m.__dict__ for m in read_allocation(out).modules]
     assert {m["role"] for m in written["modules"]} == {"q", "v"} and len(written["modules"]) == 2 * 8  # every layer
     assert {m["name"].rsplit(".", 1)[-1] for m in written["modules"]} == {"q_proj", "v_proj"}
     budget = 8 * 8 * (PER_RANK["q"] + PER_RANK["v"])  # uniform r8 on q and v of the 8-layer target

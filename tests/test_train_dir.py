@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from adaptive_lora.cli import main as cli_main
-from adaptive_lora.schema import RUN_MARKER
+from adaptive_lora.schema import RUN_MARKER, read_allocation
 from adaptive_lora.training import scoring
 from adaptive_lora.training.base_store import BASE_STORE_DIR, stored_base_scores
 
@@ -76,7 +76,7 @@ def test_a_second_train_on_the_same_directory_exits_at_once_and_the_first_run_st
     assert first.returncode == 0, err[-2000:]
     result = json.loads((out / "result.json").read_text())
     config = yaml.safe_load((out / "config.yaml").read_text())
-    allocation = json.loads((out / "allocation.json").read_text())
+    allocation = read_allocation(out).to_dict()
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config == result["config"] and config["allocation"]["lora_r"] == 4
     assert {m["rank"] for m in allocation["modules"]} == {4} and adapter["r"] == 4

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from adaptive_lora import plan, train
 from adaptive_lora.cli import main as cli_main
 from adaptive_lora.config import RunConfig
+from adaptive_lora.schema import read_allocation
 from adaptive_lora.training import prepare_base
 
 
@@ -66,7 +67,7 @@ def test_base_weights_frozen_and_adapter_weights_change(tiny_llama_dir, data_fil
 
 def test_planned_ranks_are_the_saved_adapter_shapes(tiny_llama_dir, data_file, tmp_path):
     train(make_config(tiny_llama_dir, data_file, tmp_path / "run"))
-    allocation = json.loads((tmp_path / "run" / "allocation.json").read_text())
+    allocation = read_allocation(tmp_path / "run").to_dict()
     adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
     ranks = {m["name"]: m["rank"] for m in allocation["modules"]}
     assert len({*ranks.values()}) > 1  # linear decay: heterogeneous ranks

@@ -171,7 +171,7 @@ def load_allocation(
         data = read_json(path)
     except ValueError as exc:
         raise UserError(f"allocation file {path} is not valid JSON: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("modules"), list):
+    if isinstance(data, dict) and isinstance(data.get("modules"), (list, dict)):  # a list, or the table adaptive-lora writes
         return Allocation.from_record(read_allocation(path), anatomy, str(path))
     ranks = custom_ranks(anatomy, layer_ranks=None, module_ranks=None, file=str(path), default=None)
     name = data.get("strategy_name", "custom") if isinstance(data, dict) else "custom"

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import AllocationConfig, TrainingConfig, parse_override
-from ..schema import parse_count
+from ..counts import parse_count
 
 DEFAULTS = AllocationConfig()
 

@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 
 from ..anatomy import Anatomy
 from ..config import RunConfig
+from ..counts import count_label
 from ..errors import UserError
 from ..planning import plan
-from ..schema import ATTENTION_ROLES, SEARCH_FORMAT, count_label
+from ..schema import ATTENTION_ROLES, SEARCH_FORMAT
 from ..sweep.suite import Budget
 from .settings import SearchConfig
 from .space import LR, SearchSpace

@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig, apply_overrides, load_yaml
+from ..counts import count_label, parse_count
 from ..errors import UserError
-from ..schema import count_label, parse_count
 
 SUITE_KEYS = {
     "name",
