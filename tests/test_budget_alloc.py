@@ -265,9 +265,16 @@ def test_allocation_file_writes_modules_as_a_table_only_when_it_gives_them_back(
     assert [m.__dict__ for m in read_allocation(tmp_path).modules] == rows
 
 
-def test_allocation_table_errors_name_the_role(tmp_path):
-    (tmp_path / "allocation.json").write_text(json.dumps({"modules": {"q": {"name": "model.layers.{layer}.q"}}}))
-    with pytest.raises(UserError, match=r"modules\.q needs a 'rank' list"):
+@pytest.mark.parametrize(
+    "q, message",
+    [
+        ({"name": "model.layers.{layer}.q"}, r"modules\.q needs a 'rank' list"),
+        ({"name": "model.layers.{layer}.q", "rank": [4, "four"]}, r"modules\.q, layer 1, needs a name and an integer rank"),
+    ],
+)
+def test_allocation_table_errors_name_the_role_and_layer(tmp_path, q, message):
+    (tmp_path / "allocation.json").write_text(json.dumps({"modules": {"q": q}}))
+    with pytest.raises(UserError, match=message):
         read_allocation(tmp_path)
 
 

@@ -161,7 +161,8 @@ def allocation_from_dict(data: Any, where: str) -> AllocationRecord:
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"{where}: modules[{i}] needs a name and an integer rank ({type(exc).__name__}: {exc})") from None
+            at = f"modules.{m['role']}, layer {m['layer']}," if isinstance(data["modules"], dict) else f"modules[{i}]"
+            raise UserError(f"{where}: {at} needs a name and an integer rank ({type(exc).__name__}: {exc})") from None
     scores = data.get("scores") if isinstance(data.get("scores"), dict) else None
     return AllocationRecord(
         strategy=str(data.get("strategy") or "custom"),
