@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from adaptive_lora.errors import UserError
 from adaptive_lora.schema import (
     ALLOCATION_FILE,
     PREDICTIONS_FILE,
@@ -49,8 +50,12 @@ def main(folders: list[str]) -> int:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     runs = sorted(m.parent for folder in folders for m in Path(folder).rglob(RUN_MARKER) if (m.parent / RESULT_FILE).is_file())
-    with tempfile.TemporaryDirectory() as scratch:
-        saved = sum(compact_run(run, Path(scratch)) for run in runs)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            saved = sum(compact_run(run, Path(scratch)) for run in runs)
+    except UserError as exc:  # a run file that does not parse: say which, and leave it as it is
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{len(runs)} run directories rewritten, {saved / 2**20:.2f} MiB saved")
     return 0
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash loses nothing."""
+"""Atomic file writes (a reader never sees a half-written file, and a crash loses nothing), and the JSON
+layout and value helpers the file formats in schema.py share."""
 
 from __future__ import annotations
 
